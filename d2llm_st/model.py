@@ -1,0 +1,224 @@
+"""``D2LLM``: a sentence-transformers model whose pipeline is LLM backbone -> PMA pooling -> IEM.
+
+Follow one text: :class:`~d2llm_st.modules.backbone.LLMBackbone` (token states) ->
+:class:`~d2llm_st.modules.pma.PMAPooling` (one embedding) -> :class:`~d2llm_st.modules.iem.IEM`
+(a pair score from two embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
+from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
+from d2llm_st.modules.backbone import check_texts
+from d2llm_st.modules.iem import Task, check_task
+
+logger = logging.getLogger(__name__)
+
+MODULE_CLASSES = MappingProxyType(
+    {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (LLMBackbone, PMAPooling, IEM)}
+)
+"""The classes a saved D2LLM's ``modules.json`` names, resolved without ``trust_remote_code``."""
+
+PROMPT_NAMES = {"query": "query", "passage": "document", "symmetric": "symmetric"}
+
+
+def register_with_sentence_transformers() -> None:
+    """Let plain ``SentenceTransformer(path)`` load D2LLM modules from this installed package.
+
+    sentence-transformers 6 only imports module classes from outside its own namespace with
+    ``trust_remote_code=True``, which for a hub id would run code from the repository. Declaring
+    our classes through the ``_module_classes`` hook resolves them to this installed package
+    instead, and no remote code runs.
+    """
+    known = dict(SentenceTransformer._module_classes)
+    if not all(name in known for name in MODULE_CLASSES):
+        SentenceTransformer._module_classes = MappingProxyType({**known, **MODULE_CLASSES})
+
+
+class D2LLM(SentenceTransformer):
+    """A D2LLM student: an LLM bi-encoder with PMA pooling and an IEM pair scorer.
+
+    Load a saved model with ``D2LLM(path_or_hub_id)`` (or plain ``SentenceTransformer`` once
+    ``d2llm_st`` is imported); build a fresh one with :meth:`from_llm`. ``encode`` gives
+    embeddings (``encode_query`` / ``encode_document`` apply the query and passage prompts);
+    :meth:`score` and :meth:`predict` turn pairs into IEM relevance scores.
+    """
+
+    _module_classes = MODULE_CLASSES
+
+    @classmethod
+    def from_llm(
+        cls,
+        model_name_or_path: str,
+        *,
+        lora_r: int | None = None,
+        lora_alpha: int | None = None,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | str | None = None,
+        pma_heads: int = 8,
+        pma_seeds: int = 1,
+        pma_output_dim: int | None = None,
+        pma_attention_scale: str = "head_dim",
+        iem_hidden_dim: int = 512,
+        iem_dropout: float = 0.0,
+        max_seq_length: int = 512,
+        padding_side: str = "right",
+        bidirectional_from_layer: int | None = None,
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        symmetric_prompt: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        device: str | None = None,
+    ) -> D2LLM:
+        """Build a fresh (untrained PMA and IEM) student from a causal LM.
+
+        Args:
+            model_name_or_path: Hub id or local folder of a decoder-only causal LM.
+            lora_r: LoRA rank; ``None`` (default) means no LoRA.
+            lora_alpha, lora_dropout, lora_target_modules: LoRA settings (see :class:`LLMBackbone`).
+            pma_heads, pma_seeds, pma_output_dim, pma_attention_scale: PMA settings (see :class:`PMAPooling`).
+            iem_hidden_dim, iem_dropout: IEM settings (see :class:`IEM`).
+            max_seq_length: Longer texts are truncated (with a warning).
+            padding_side: Tokenizer padding side of the backbone.
+            bidirectional_from_layer: DeeLM: layers >= this index attend both ways; ``None`` = causal.
+            query_prompt, passage_prompt, symmetric_prompt: Text prefixes for queries, passages and
+                symmetric (NLI/STS) texts, stored as the prompts ``query``, ``document``, ``symmetric``.
+            model_kwargs: Passed to ``AutoModel.from_pretrained`` (e.g. ``{"torch_dtype": torch.bfloat16}``).
+            device: Device to put the model on (default: the best available).
+        """
+        backbone = LLMBackbone(
+            model_name_or_path,
+            max_seq_length=max_seq_length,
+            padding_side=padding_side,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_target_modules=lora_target_modules,
+            bidirectional_from_layer=bidirectional_from_layer,
+            model_kwargs=model_kwargs,
+        )
+        pma = PMAPooling(
+            backbone.get_embedding_dimension(),
+            num_heads=pma_heads,
+            num_seeds=pma_seeds,
+            output_dim=pma_output_dim,
+            attention_scale=pma_attention_scale,
+        )
+        iem = IEM(pma.get_embedding_dimension(), hidden_dim=iem_hidden_dim, dropout=iem_dropout)
+        prompts = {
+            PROMPT_NAMES[name]: prompt
+            for name, prompt in (("query", query_prompt), ("passage", passage_prompt), ("symmetric", symmetric_prompt))
+            if prompt is not None
+        }
+        return cls(modules=[backbone, pma, iem], device=device, prompts=prompts)
+
+    @property
+    def backbone(self) -> LLMBackbone:
+        return self[0]
+
+    @property
+    def pma(self) -> PMAPooling:
+        return next(module for module in self if isinstance(module, PMAPooling))
+
+    @property
+    def iem(self) -> IEM:
+        return self[-1]
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapter into the backbone weights (see :meth:`LLMBackbone.merge_lora`)."""
+        self.backbone.merge_lora()
+
+    def encode_texts(self, texts: Sequence[str], role: str, **kwargs: Any) -> torch.Tensor:
+        """Encode texts as ``role`` (``query``, ``passage`` or ``symmetric``) into a tensor of embeddings."""
+        texts = check_texts(texts)
+        if role not in PROMPT_NAMES:
+            raise ValueError(f"Unknown role {role!r}: use 'query', 'passage' or 'symmetric'.")
+        prompt_name = PROMPT_NAMES[role] if PROMPT_NAMES[role] in self.prompts else None
+        kwargs.setdefault("convert_to_tensor", True)
+        return self.encode(texts, prompt_name=prompt_name, **kwargs)
+
+    def score(
+        self,
+        query_embeddings: torch.Tensor | np.ndarray,
+        passage_embeddings: torch.Tensor | np.ndarray,
+        task: Task = "asymmetric",
+        apply_sigmoid: bool = True,
+    ) -> torch.Tensor:
+        """Score precomputed embeddings with the IEM, no backbone pass.
+
+        Shapes: one query ``[d]`` (or ``[1, d]``) against passages ``[N, d]`` gives ``[N]``;
+        row-wise pairs ``[N, d]`` x ``[N, d]`` give ``[N]``; ``[Q, d]`` x ``[Q, N, d]`` gives ``[Q, N]``.
+
+        Returns:
+            A float32 tensor on the IEM's device. With ``apply_sigmoid=True`` (default) each value is
+            the emulated teacher ``P(yes)`` in (0, 1): how likely the passage answers the query
+            (``asymmetric``) or the two texts mean the same (``symmetric``). With ``False``, the raw logit.
+        """
+        check_task(task)
+        device = self.iem.symmetric.head.weight.device
+        queries = torch.as_tensor(query_embeddings, device=device)
+        passages = torch.as_tensor(passage_embeddings, device=device)
+        if queries.ndim == 2 and queries.shape[0] == 1 and passages.ndim == 2:
+            queries = queries[0]
+        if queries.ndim == 1 and passages.ndim == 2:
+            queries = queries[None, :]
+        elif queries.ndim == 2 and passages.ndim == 2:
+            if queries.shape[0] != passages.shape[0]:
+                raise ValueError(
+                    f"Row-wise scoring needs as many queries as passages, got {queries.shape[0]} and "
+                    f"{passages.shape[0]}; pass one query [d] to score it against all passages."
+                )
+        elif queries.ndim == 2 and passages.ndim == 3 and queries.shape[0] == passages.shape[0]:
+            queries = queries[:, None, :]
+        else:
+            raise ValueError(
+                f"Cannot pair query_embeddings of shape {tuple(queries.shape)} with passage_embeddings of shape "
+                f"{tuple(passages.shape)}: use [d] x [N, d], [N, d] x [N, d] or [Q, d] x [Q, N, d]."
+            )
+        if queries.shape[-1] != self.iem.embedding_dim or passages.shape[-1] != self.iem.embedding_dim:
+            raise ValueError(
+                f"Embeddings must have size {self.iem.embedding_dim} (this model's), got {queries.shape[-1]} "
+                f"and {passages.shape[-1]}."
+            )
+        with torch.inference_mode():
+            logits = self.iem.logits(queries, passages, task).float()
+        return logits.sigmoid() if apply_sigmoid else logits
+
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str] | list[str]],
+        task: Task = "asymmetric",
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        apply_sigmoid: bool = True,
+    ) -> np.ndarray:
+        """Score text pairs end to end (encode both sides, then the IEM), like ``CrossEncoder.predict``.
+
+        ``asymmetric`` pairs are ``(query, passage)`` and use the query / passage prompts;
+        ``symmetric`` pairs (NLI, STS) use the symmetric prompt for both texts.
+
+        Returns:
+            ``np.ndarray`` of shape ``[len(pairs)]``: the emulated teacher ``P(yes)`` per pair (or the
+            raw logit with ``apply_sigmoid=False``).
+        """
+        check_task(task)
+        if isinstance(pairs, (str, bytes)) or not len(pairs):
+            raise ValueError("pairs must be a non-empty list of (text_a, text_b) pairs.")
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"pairs[{i}] must be a (text_a, text_b) pair, got {pair!r}.")
+        first = check_texts([pair[0] for pair in pairs], "pairs[:, 0]")
+        second = check_texts([pair[1] for pair in pairs], "pairs[:, 1]")
+        roles = ("symmetric", "symmetric") if task == "symmetric" else ("query", "passage")
+        encode_kwargs = dict(batch_size=batch_size, show_progress_bar=show_progress_bar)
+        a = self.encode_texts(first, roles[0], **encode_kwargs)
+        b = self.encode_texts(second, roles[1], **encode_kwargs)
+        return self.score(a, b, task=task, apply_sigmoid=apply_sigmoid).cpu().numpy()

@@ -1,0 +1,262 @@
+"""The student's backbone: a decoder-only LLM that turns texts into token states.
+
+A D2LLM student encodes every text once with a causal LM (optionally LoRA-tuned, optionally
+with bidirectional upper layers, see :mod:`d2llm_st.modules.bidirectional`). The token states
+go to :class:`~d2llm_st.modules.pma.PMAPooling`.
+
+Why not sentence-transformers' own ``Transformer``: a saved LoRA model there is only an adapter
+whose ``base_model_name_or_path`` is the absolute path of the machine that trained it, and it has
+no hook to patch the attention mask. ``LLMBackbone`` wraps the same ``AutoModel`` but saves the
+base weights and the adapter side by side, so a saved folder is self-contained and portable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules.input_module import InputModule
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+
+
+def check_decoder_llm(config: PretrainedConfig, name: str) -> None:
+    """Raise a ``ValueError`` unless ``config`` describes a decoder-only causal LM."""
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"{name!r} is an encoder-decoder model ({model_type}); D2LLM needs a decoder-only causal LM "
+            "such as Llama, Qwen2/Qwen3, Mistral, SmolLM or GPT-2."
+        )
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"{name!r} has model_type {model_type!r}, which is not a decoder-only causal LM; D2LLM needs a "
+            "GPT-style LLM (Llama, Qwen2/Qwen3, Mistral, SmolLM, GPT-2, ...). For BERT-style encoders use a "
+            "plain sentence-transformers model."
+        )
+
+
+def check_texts(texts: Any, name: str = "texts") -> list[str]:
+    """Validate a list of input texts, naming the first offending item."""
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [{name}].")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{name} is empty: pass at least one text.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str: every item must be a text string.")
+    return texts
+
+
+class LLMBackbone(InputModule):
+    """Decoder-only LLM (+ optional LoRA) that outputs ``token_embeddings`` for D2LLM pooling.
+
+    Args:
+        model_name_or_path: Hub id or local folder of a causal LM (Llama, Qwen2/Qwen3, Mistral, SmolLM, GPT-2...).
+        max_seq_length: Texts longer than this many tokens are truncated, with a warning.
+        padding_side: ``"right"`` (default) or ``"left"``. Position ids are computed from the attention mask,
+            so both give the same states for real tokens.
+        lora_r: LoRA rank; ``None`` means no LoRA (all backbone weights frozen by the losses' defaults).
+        lora_alpha: LoRA scaling alpha (default ``2 * lora_r``).
+        lora_dropout: Dropout on the LoRA branch.
+        lora_target_modules: Module names to adapt (default: peft's ``"all-linear"``).
+        bidirectional_from_layer: Layers with index >= this attend in both directions (DeeLM); ``None`` = causal.
+        model_kwargs: Passed to ``AutoModel.from_pretrained`` (e.g. ``torch_dtype``, ``attn_implementation``).
+        tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
+    """
+
+    config_file_name = "d2llm_backbone_config.json"
+    config_keys = [
+        "max_seq_length",
+        "padding_side",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "bidirectional_from_layer",
+    ]
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        max_seq_length: int = 512,
+        padding_side: str = "right",
+        lora_r: int | None = None,
+        lora_alpha: int | None = None,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | str | None = None,
+        bidirectional_from_layer: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        adapter_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        check_decoder_llm(config, model_name_or_path)
+
+        self.max_seq_length = max_seq_length
+        self.padding_side = padding_side
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha if lora_alpha is not None or lora_r is None else 2 * lora_r
+        self.lora_dropout = lora_dropout
+        self.lora_target_modules = lora_target_modules
+        self.bidirectional_from_layer = bidirectional_from_layer
+        self.name_or_path = model_name_or_path
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(tokenizer_kwargs or {}))
+        self.tokenizer.padding_side = padding_side
+        if self.tokenizer.pad_token is None:
+            # Decoder LLMs ship without a pad token; padded positions are masked out anyway.
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        if self.tokenizer.pad_token is None:
+            raise ValueError(f"The tokenizer of {model_name_or_path!r} has no pad, eos or unk token to pad with.")
+
+        model: PreTrainedModel = AutoModel.from_pretrained(model_name_or_path, config=config, **(model_kwargs or {}))
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        model.config.use_cache = False
+        if adapter_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+        elif lora_r is not None:
+            model = self._add_lora(model)
+        self.auto_model = model
+        if bidirectional_from_layer is not None:
+            from d2llm_st.modules.bidirectional import enable_bidirectional
+
+            enable_bidirectional(self.auto_model, bidirectional_from_layer)
+        self._warned_truncation = False
+
+    def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora_config = LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or "all-linear",
+        )
+        return get_peft_model(model, lora_config)
+
+    @property
+    def has_lora(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.auto_model, PeftModel)
+
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The plain transformers model (with LoRA layers injected when LoRA is on)."""
+        return self.auto_model.get_base_model() if self.has_lora else self.auto_model
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.base_model.config
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the base weights (faster inference, no peft at run time)."""
+        if not self.has_lora:
+            raise ValueError("This backbone has no LoRA adapter to merge.")
+        self.auto_model = self.auto_model.merge_and_unload()
+        self.lora_r = self.lora_alpha = self.lora_target_modules = None
+
+    def get_embedding_dimension(self) -> int:
+        return self.config.hidden_size
+
+    def preprocess(
+        self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor | Any]:
+        """Tokenize texts (with an optional prompt prefix), pad, and warn once if any text is truncated."""
+        texts = check_texts(inputs)
+        if prompt:
+            texts = self._prepend_prompt(texts, prompt)
+        max_length = kwargs.get("max_length") or self.max_seq_length
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", return_length=False
+        )
+        if not self._warned_truncation and encoded["input_ids"].shape[1] == max_length:
+            lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            n_long = sum(length > max_length for length in lengths)
+            if n_long:
+                logger.warning(
+                    f"{n_long} text(s) are longer than max_seq_length={max_length} tokens and were truncated; "
+                    "raise max_seq_length to keep them whole."
+                )
+                self._warned_truncation = True
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
+        attention_mask = features["attention_mask"]
+        # Positions from the mask: left padding then gives the same states as right padding.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        output = self.auto_model(
+            input_ids=features["input_ids"],
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        features["token_embeddings"] = output.last_hidden_state
+        return features
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Save base weights, tokenizer and config in ``output_path``; the LoRA adapter in ``adapter/``."""
+        base = self.base_model
+        state_dict = {
+            name.replace(".base_layer", ""): tensor
+            for name, tensor in base.state_dict().items()
+            if "lora_" not in name
+        }
+        base.save_pretrained(output_path, state_dict=state_dict, safe_serialization=safe_serialization)
+        self.save_tokenizer(output_path)
+        if self.has_lora:
+            adapter_path = os.path.join(output_path, ADAPTER_DIR)
+            peft_config = self.auto_model.peft_config["default"]
+            original_base = peft_config.base_model_name_or_path
+            # A local absolute path means nothing on another machine: the base now lives next to the adapter.
+            peft_config.base_model_name_or_path = None if os.path.isdir(str(original_base)) else original_base
+            self.auto_model.save_pretrained(adapter_path, safe_serialization=safe_serialization)
+            peft_config.base_model_name_or_path = original_base
+        self.save_config(output_path)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> LLMBackbone:
+        hub_kwargs = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
+        local_dir = cls.load_dir_path(model_name_or_path, subfolder=subfolder, **hub_kwargs)
+        with open(os.path.join(local_dir, cls.config_file_name), encoding="utf-8") as f:
+            config = json.load(f)
+        adapter_path = os.path.join(local_dir, ADAPTER_DIR)
+        return cls(
+            local_dir,
+            **config,
+            model_kwargs=model_kwargs,
+            adapter_path=adapter_path if os.path.isdir(adapter_path) else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"LLMBackbone({self.get_config_dict()}, architecture: {type(self.base_model).__name__})"

@@ -1,0 +1,92 @@
+"""Interaction Emulation Module (IEM): D2LLM's small MLP that scores a pair from two embeddings.
+
+It emulates the teacher's yes/no judgement without a joint LLM pass. Each branch maps the pair
+features ``[a, b, a * b, |a - b|]`` through ``Linear -> GELU`` to a hidden vector ``h`` and a
+linear head to a logit ``z``; ``sigmoid(z)`` is the emulated ``P(yes)``.
+
+- ``symmetric`` (NLI / STS): ``h = (f(a, b) + f(b, a)) / 2``, so the score ignores the order.
+- ``asymmetric`` (query -> passage IR): ``h = f(query, passage)``.
+
+The hidden vector ``h`` is what feature imitation aligns with the teacher's features. The IEM is a
+pass-through module in the sentence-transformers pipeline: ``encode`` returns embeddings, and
+scoring goes through :meth:`IEM.logits` (``D2LLM.score`` / ``D2LLM.predict``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from d2llm_st.modules.base import ConfiguredModule
+
+TASKS = ("symmetric", "asymmetric")
+Task = Literal["symmetric", "asymmetric"]
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}: use 'symmetric' (NLI/STS) or 'asymmetric' (query->passage IR).")
+    return task
+
+
+class _Branch(nn.Module):
+    """``Linear(4d -> h) -> GELU`` over ``[a, b, a*b, |a-b|]``, split so ``a`` and ``b`` broadcast cheaply."""
+
+    def __init__(self, embedding_dim: int, hidden_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.a_proj = nn.Linear(embedding_dim, hidden_dim)
+        self.b_proj = nn.Linear(embedding_dim, hidden_dim, bias=False)
+        self.product_proj = nn.Linear(embedding_dim, hidden_dim, bias=False)
+        self.difference_proj = nn.Linear(embedding_dim, hidden_dim, bias=False)
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_dim, 1)
+
+    def hidden(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        pre = self.a_proj(a) + self.b_proj(b) + self.product_proj(a * b) + self.difference_proj((a - b).abs())
+        return self.dropout(self.activation(pre))
+
+
+class IEM(ConfiguredModule):
+    """Score pairs of embeddings with a symmetric and an asymmetric MLP branch.
+
+    Args:
+        embedding_dim: Size of the sentence embeddings (PMA output).
+        hidden_dim: Width of each branch's hidden layer.
+        dropout: Dropout on the hidden vector during training.
+    """
+
+    config_keys = ["embedding_dim", "hidden_dim", "dropout"]
+
+    def __init__(self, embedding_dim: int, hidden_dim: int = 512, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.dropout = dropout
+        self.symmetric = _Branch(embedding_dim, hidden_dim, dropout)
+        self.asymmetric = _Branch(embedding_dim, hidden_dim, dropout)
+
+    def hidden(self, a: torch.Tensor, b: torch.Tensor, task: Task) -> torch.Tensor:
+        """Hidden interaction vectors ``[..., hidden_dim]`` for broadcastable ``a``, ``b`` of shape ``[..., d]``."""
+        a, b = a.to(self.symmetric.head.weight.dtype), b.to(self.symmetric.head.weight.dtype)
+        if check_task(task) == "symmetric":
+            return (self.symmetric.hidden(a, b) + self.symmetric.hidden(b, a)) / 2
+        return self.asymmetric.hidden(a, b)
+
+    def logits(
+        self, a: torch.Tensor, b: torch.Tensor, task: Task, return_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pair logits ``[...]`` (``sigmoid`` = emulated P(yes)) for broadcastable ``[..., d]`` inputs."""
+        hidden = self.hidden(a, b, task)
+        branch = self.symmetric if task == "symmetric" else self.asymmetric
+        logits = branch.head(hidden).squeeze(-1)
+        return (logits, hidden) if return_hidden else logits
+
+    def pairwise_logits(self, a: torch.Tensor, b: torch.Tensor, task: Task) -> torch.Tensor:
+        """All-pairs logits: ``[Q, d]`` x ``[N, d]`` -> ``[Q, N]`` (e.g. the in-batch score matrix)."""
+        return self.logits(a[:, None, :], b[None, :, :], task)
+
+    def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
+        return features
