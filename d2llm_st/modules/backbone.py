@@ -218,9 +218,7 @@ class LLMBackbone(InputModule):
         """Save base weights, tokenizer and config in ``output_path``; the LoRA adapter in ``adapter/``."""
         base = self.base_model
         state_dict = {
-            name.replace(".base_layer", ""): tensor
-            for name, tensor in base.state_dict().items()
-            if "lora_" not in name
+            name.replace(".base_layer", ""): tensor for name, tensor in base.state_dict().items() if "lora_" not in name
         }
         base.save_pretrained(output_path, state_dict=state_dict, safe_serialization=safe_serialization)
         self.save_tokenizer(output_path)

@@ -1,0 +1,115 @@
+"""Readers for the formats users have: STS / NLI pairs (jsonl, jsonl.gz, csv, HF datasets) and BEIR IR folders.
+
+Every reader returns plain Python rows (dicts), validates the fields it needs, and names the
+missing field and file in its error.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def _open_text(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def read_rows(path: str) -> list[dict]:
+    """Rows of a ``.jsonl`` / ``.jsonl.gz`` / ``.csv`` / ``.tsv`` file, or of a saved HF ``datasets`` folder."""
+    if os.path.isdir(path):
+        from datasets import load_from_disk
+
+        return [dict(row) for row in load_from_disk(path)]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No data file at {path}.")
+    name = path[:-3] if path.endswith(".gz") else path
+    with _open_text(path) as f:
+        if name.endswith((".csv", ".tsv")):
+            return list(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","))
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _require(rows: list[dict], fields: Iterable[str], source: str) -> None:
+    for i, row in enumerate(rows):
+        missing = [name for name in fields if row.get(name) in (None, "")]
+        if missing:
+            raise ValueError(f"{source}: row {i} has no {', '.join(missing)} (fields found: {sorted(row)}).")
+
+
+def read_sts(path: str, normalize: bool = True) -> list[dict]:
+    """STS rows ``{sentence1, sentence2, score}``; with ``normalize`` the score is min-max scaled to [0, 1]."""
+    rows = read_rows(path)
+    _require(rows, ("sentence1", "sentence2", "score"), path)
+    scores = [float(row["score"]) for row in rows]
+    low, high = min(scores), max(scores)
+    return [
+        {
+            "sentence1": row["sentence1"],
+            "sentence2": row["sentence2"],
+            "score": (score - low) / (high - low) if normalize and high > low else score,
+        }
+        for row, score in zip(rows, scores)
+    ]
+
+
+def read_nli(path: str) -> list[dict]:
+    """NLI rows ``{premise, hypothesis, label}`` with label in entailment / neutral / contradiction."""
+    rows = read_rows(path)
+    _require(rows, ("premise", "hypothesis", "label"), path)
+    for i, row in enumerate(rows):
+        if row["label"] not in NLI_LABELS:
+            raise ValueError(f"{path}: row {i} has label {row['label']!r}; expected one of {NLI_LABELS}.")
+    return [{"premise": row["premise"], "hypothesis": row["hypothesis"], "label": row["label"]} for row in rows]
+
+
+@dataclass
+class BEIRDataset:
+    """A BEIR-layout IR set: ``corpus`` {id: text}, ``queries`` {id: text}, ``qrels`` {query: {doc: grade}}."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    candidates: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _read_qrels(path: str) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(float(row["score"]))
+    return qrels
+
+
+def read_beir(folder: str, split: str = "test") -> BEIRDataset:
+    """Read ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv`` (and ``candidates/<split>.tsv``).
+
+    Passages are ``title + ". " + text`` when a title exists. Only queries that have qrels in the split are kept.
+    """
+
+    def find(name: str) -> str:
+        for candidate in (f"{name}.jsonl.gz", f"{name}.jsonl"):
+            if os.path.exists(os.path.join(folder, candidate)):
+                return os.path.join(folder, candidate)
+        raise FileNotFoundError(f"{folder} has no {name}.jsonl or {name}.jsonl.gz (BEIR layout expected).")
+
+    qrels_path = os.path.join(folder, "qrels", f"{split}.tsv")
+    if not os.path.exists(qrels_path):
+        raise FileNotFoundError(f"No qrels for split {split!r}: {qrels_path} does not exist.")
+    corpus_rows = read_rows(find("corpus"))
+    _require(corpus_rows, ("_id", "text"), "corpus")
+    corpus = {
+        str(row["_id"]): f"{row['title']}. {row['text']}" if row.get("title") else row["text"] for row in corpus_rows
+    }
+    qrels = _read_qrels(qrels_path)
+    query_rows = read_rows(find("queries"))
+    _require(query_rows, ("_id", "text"), "queries")
+    queries = {str(row["_id"]): row["text"] for row in query_rows if str(row["_id"]) in qrels}
+    candidates_path = os.path.join(folder, "candidates", f"{split}.tsv")
+    candidates = _read_qrels(candidates_path) if os.path.exists(candidates_path) else {}
+    return BEIRDataset(corpus=corpus, queries=queries, qrels=qrels, candidates=candidates)
