@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
 from d2llm_st.modules.backbone import check_texts
 from d2llm_st.modules.iem import Task, check_task
@@ -53,6 +54,12 @@ class D2LLM(SentenceTransformer):
     """
 
     _module_classes = MODULE_CLASSES
+    model_card_data_class = D2LLMModelCardData
+
+    def encode(self, inputs: Sequence[str] | str, *args: Any, **kwargs: Any) -> Any:
+        """``SentenceTransformer.encode``, with a clear error for empty or non-text input."""
+        check_texts([inputs] if isinstance(inputs, str) else inputs, "inputs")
+        return super().encode(inputs, *args, **kwargs)
 
     @classmethod
     def from_llm(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 WORDS = (
@@ -21,12 +21,27 @@ WORDS = (
 def build_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """A word-level tokenizer with special tokens, saved to ``path``; no hub needed."""
     specials = ["<unk>", "<pad>", "<s>", "</s>"]
-    vocab = {token: i for i, token in enumerate(specials + WORDS)}
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + WORDS))}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", model_max_length=128
     )
+    fast.save_pretrained(path)
+    return fast
+
+
+def build_bpe_tokenizer(path: str) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``WORDS``: the shape Qwen2's tokenizer class expects (a WordLevel vocab
+    loaded as ``Qwen2Tokenizer`` would map every word to one id)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", model_max_length=128)
     fast.save_pretrained(path)
     return fast
 
@@ -60,22 +75,18 @@ def tiny_llama(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory) -> str:
-    """A 2-layer random Qwen2 causal LM. Its tokenizer is saved as a plain fast tokenizer class so that
-    transformers does not swap in ``Qwen2Tokenizer`` (which collapses a WordLevel vocab to one id)."""
-    import json
-
+    """A 2-layer random Qwen2 causal LM with a byte-level BPE tokenizer."""
     import torch
+    from transformers import AutoTokenizer
 
     path = str(tmp_path_factory.mktemp("tiny-qwen2"))
-    tokenizer = build_tokenizer(path)
+    tokenizer = build_bpe_tokenizer(path)
+    config = _tiny_config_kwargs(len(tokenizer)) | {"bos_token_id": 0, "eos_token_id": 0}
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(**_tiny_config_kwargs(len(tokenizer)))).save_pretrained(path)
-    config_path = os.path.join(path, "tokenizer_config.json")
-    with open(config_path) as f:
-        config = json.load(f)
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    with open(config_path, "w") as f:
-        json.dump(config, f)
+    Qwen2ForCausalLM(Qwen2Config(**config)).save_pretrained(path)
+    loaded = AutoTokenizer.from_pretrained(path)
+    ids = [loaded(text)["input_ids"] for text in ("the cat sat", "a dog ran")]
+    assert ids[0] != ids[1] and max(max(i) for i in ids) < len(tokenizer), "Qwen2 fixture tokenizer collapsed"
     return path
 
 

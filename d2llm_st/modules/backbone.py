@@ -212,6 +212,8 @@ class LLMBackbone(InputModule):
             use_cache=False,
         )
         features["token_embeddings"] = output.last_hidden_state
+        if "hidden_states" in output:  # config.output_hidden_states, as in sentence-transformers' Transformer
+            features["all_layer_embeddings"] = output.hidden_states
         return features
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
@@ -224,12 +226,15 @@ class LLMBackbone(InputModule):
         self.save_tokenizer(output_path)
         if self.has_lora:
             adapter_path = os.path.join(output_path, ADAPTER_DIR)
-            peft_config = self.auto_model.peft_config["default"]
-            original_base = peft_config.base_model_name_or_path
-            # A local absolute path means nothing on another machine: the base now lives next to the adapter.
-            peft_config.base_model_name_or_path = None if os.path.isdir(str(original_base)) else original_base
             self.auto_model.save_pretrained(adapter_path, safe_serialization=safe_serialization)
-            peft_config.base_model_name_or_path = original_base
+            # A local absolute path means nothing on another machine: the base now lives next to the adapter.
+            config_path = os.path.join(adapter_path, "adapter_config.json")
+            with open(config_path, encoding="utf-8") as f:
+                adapter_config = json.load(f)
+            if os.path.isdir(str(adapter_config.get("base_model_name_or_path"))):
+                adapter_config["base_model_name_or_path"] = None
+                with open(config_path, "w", encoding="utf-8") as f:
+                    json.dump(adapter_config, f, indent=2)
         self.save_config(output_path)
 
     @classmethod

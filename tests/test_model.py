@@ -1,0 +1,220 @@
+"""The D2LLM student as a sentence-transformers model: round trips, LoRA, PMA masking, IEM symmetry, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from d2llm_st import D2LLM, IEM, LLMBackbone, PMAPooling
+
+TEXTS = ["the cat sat on the mat .", "a dog ran to the river", "what is the capital of france ?"]
+PAIRS = [("what is the capital of france ?", "paris is the capital of france ."), ("the cat sat", "a bird flew")]
+
+
+def build(path: str, **kwargs) -> D2LLM:
+    torch.manual_seed(0)
+    kwargs.setdefault("pma_heads", 4)
+    kwargs.setdefault("iem_hidden_dim", 16)
+    return D2LLM.from_llm(path, query_prompt="query : ", passage_prompt="passage : ", device="cpu", **kwargs)
+
+
+def train_a_little(model: D2LLM) -> None:
+    """Move LoRA / PMA / IEM away from their init so a round trip compares non-trivial weights."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+
+
+@pytest.mark.parametrize("lora_r", [None, 4])
+def test_save_load_round_trip(tiny_llm, tmp_path, lora_r):
+    model = build(tiny_llm, lora_r=lora_r)
+    train_a_little(model)
+    embeddings = model.encode(TEXTS, convert_to_tensor=True)
+    scores = {task: model.predict(PAIRS, task=task) for task in ("symmetric", "asymmetric")}
+    model.save_pretrained(str(tmp_path))
+
+    assert os.path.isdir(tmp_path / "adapter") == (lora_r is not None)
+    with open(tmp_path / "modules.json") as f:
+        assert [m["type"] for m in json.load(f)] == [
+            "d2llm_st.modules.backbone.LLMBackbone",
+            "d2llm_st.modules.pma.PMAPooling",
+            "d2llm_st.modules.iem.IEM",
+        ]
+
+    plain = SentenceTransformer(str(tmp_path), device="cpu")  # no trust_remote_code
+    assert type(plain) is SentenceTransformer and isinstance(plain[0], LLMBackbone)
+    torch.testing.assert_close(plain.encode(TEXTS, convert_to_tensor=True), embeddings, atol=1e-5, rtol=0)
+
+    reloaded = D2LLM(str(tmp_path), device="cpu")
+    assert reloaded.prompts["query"] == "query : "
+    torch.testing.assert_close(reloaded.encode(TEXTS, convert_to_tensor=True), embeddings, atol=1e-5, rtol=0)
+    for task, expected in scores.items():
+        np.testing.assert_allclose(reloaded.predict(PAIRS, task=task), expected, atol=1e-5)
+    assert reloaded.backbone.has_lora == (lora_r is not None)
+
+
+def test_saved_adapter_does_not_point_at_this_machine(tiny_llama, tmp_path):
+    build(tiny_llama, lora_r=4).save_pretrained(str(tmp_path))
+    with open(tmp_path / "adapter" / "adapter_config.json") as f:
+        assert json.load(f)["base_model_name_or_path"] is None
+
+
+def test_lora_params_are_the_only_trainable_llm_params(tiny_llm):
+    model = build(tiny_llm, lora_r=4)
+    trainable = [name for name, p in model.backbone.named_parameters() if p.requires_grad]
+    frozen = [name for name, p in model.backbone.named_parameters() if not p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert frozen and not any("lora_" in name for name in frozen)
+    assert all(p.requires_grad for p in model.pma.parameters())
+    assert all(p.requires_grad for p in model.iem.parameters())
+
+
+def test_merge_lora_keeps_embeddings(tiny_llama, tmp_path):
+    model = build(tiny_llama, lora_r=4)
+    train_a_little(model)
+    before = model.encode(TEXTS, convert_to_tensor=True)
+    model.merge_lora()
+    assert not model.backbone.has_lora
+    torch.testing.assert_close(model.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
+    model.save_pretrained(str(tmp_path))
+    assert not os.path.isdir(tmp_path / "adapter")
+    reloaded = D2LLM(str(tmp_path), device="cpu")
+    torch.testing.assert_close(reloaded.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_embedding_ignores_padding(tiny_llm, padding_side):
+    model = build(tiny_llm, padding_side=padding_side, lora_r=4)
+    train_a_little(model)
+    short = "a dog"
+    alone = model.encode([short], convert_to_tensor=True)
+    long_text = " ".join(["the cat sat on the mat"] * 8)
+    batch = model.encode([short, long_text], convert_to_tensor=True, batch_size=2)
+    features = model.preprocess([short, long_text])
+    assert features["attention_mask"][0].sum() < features["attention_mask"][1].sum()  # really padded
+    torch.testing.assert_close(batch[0], alone[0], atol=1e-5, rtol=0)
+
+
+def test_pma_masks_padding_tokens():
+    torch.manual_seed(0)
+    pma = PMAPooling(16, num_heads=4, num_seeds=2, output_dim=8)
+    tokens = torch.randn(1, 5, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    garbage = tokens.clone()
+    garbage[:, 3:] = 100 * torch.randn(1, 2, 16)
+    torch.testing.assert_close(pma.pool(tokens, mask), pma.pool(garbage, mask))
+    torch.testing.assert_close(pma.pool(tokens, mask), pma.pool(tokens[:, :3], mask[:, :3]))
+    assert pma.pool(tokens, mask).shape == (1, 8) and pma.get_embedding_dimension() == 8
+
+
+def test_pma_attention_scale_variants_differ():
+    torch.manual_seed(0)
+    tokens, mask = torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.long)
+    standard = PMAPooling(16, num_heads=4)
+    official = PMAPooling(16, num_heads=4, attention_scale="model_dim")
+    official.load_state_dict(standard.state_dict())
+    assert not torch.allclose(standard.pool(tokens, mask), official.pool(tokens, mask))
+    with pytest.raises(ValueError, match="attention_scale"):
+        PMAPooling(16, attention_scale="sqrt")
+    with pytest.raises(ValueError, match="num_heads"):
+        PMAPooling(18, num_heads=4)
+
+
+def test_iem_symmetric_branch_is_order_insensitive():
+    torch.manual_seed(0)
+    iem = IEM(16, hidden_dim=8)
+    a, b = torch.randn(5, 16), torch.randn(5, 16)
+    torch.testing.assert_close(iem.logits(a, b, "symmetric"), iem.logits(b, a, "symmetric"))
+    assert not torch.allclose(iem.logits(a, b, "asymmetric"), iem.logits(b, a, "asymmetric"))
+    matrix = iem.pairwise_logits(a, b, "asymmetric")
+    assert matrix.shape == (5, 5)
+    torch.testing.assert_close(matrix.diagonal(), iem.logits(a, b, "asymmetric"))
+
+
+def test_predict_symmetric_is_order_insensitive(tiny_llama):
+    model = build(tiny_llama, symmetric_prompt="text : ")
+    train_a_little(model)
+    forward = model.predict(PAIRS, task="symmetric")
+    backward = model.predict([(b, a) for a, b in PAIRS], task="symmetric")
+    np.testing.assert_allclose(forward, backward, atol=1e-6)
+    assert ((forward > 0) & (forward < 1)).all()
+
+
+def test_score_shapes_match_predict(tiny_llama):
+    model = build(tiny_llama)
+    train_a_little(model)
+    query = model.encode_texts([PAIRS[0][0]], "query")
+    passages = model.encode_texts([PAIRS[0][1], PAIRS[1][1], "the sun"], "passage")
+    one_vs_many = model.score(query[0], passages)
+    assert one_vs_many.shape == (3,)
+    torch.testing.assert_close(model.score(query, passages), one_vs_many)
+    row_wise = model.score(query.expand(3, -1), passages)
+    torch.testing.assert_close(row_wise, one_vs_many)
+    per_query = model.score(query.expand(2, -1), passages[None].expand(2, -1, -1))
+    assert per_query.shape == (2, 3)
+    expected = model.predict([(PAIRS[0][0], PAIRS[0][1])], task="asymmetric")
+    np.testing.assert_allclose(one_vs_many[0].item(), expected[0], atol=1e-5)
+    logits = model.score(query[0], passages, apply_sigmoid=False)
+    torch.testing.assert_close(logits.sigmoid(), one_vs_many)
+
+
+def test_clear_errors(tiny_llama, minilm):
+    model = build(tiny_llama)
+    with pytest.raises(ValueError, match="empty"):
+        model.encode([])
+    with pytest.raises(ValueError, match="empty"):
+        model.predict([])
+    with pytest.raises(TypeError, match=r"inputs\[1\]"):
+        model.encode(["the cat", 3])
+    with pytest.raises(TypeError, match=r"pairs\[:, 1\]\[0\]"):
+        model.predict([("the cat", None)])
+    with pytest.raises(TypeError, match=r"pairs\[0\]"):
+        model.predict(["the cat"])
+    with pytest.raises(ValueError, match="Unknown task 'ranking'"):
+        model.predict(PAIRS, task="ranking")
+    embeddings = model.encode_texts(["the cat", "a dog"], "passage")
+    with pytest.raises(ValueError, match="Unknown task"):
+        model.score(embeddings, embeddings, task="sts")
+    with pytest.raises(ValueError, match="as many queries as passages"):
+        model.score(embeddings, embeddings[:1].expand(3, -1))
+    with pytest.raises(ValueError, match="size 32"):
+        model.score(embeddings[:, :8], embeddings[:, :8])
+    with pytest.raises(ValueError, match="not a decoder-only causal LM"):
+        D2LLM.from_llm(minilm)
+
+
+@pytest.mark.slow
+def test_real_smollm2_student_round_trip_and_ranking(smollm2, tmp_path):
+    """The real SmolLM2-135M: build, save, reload with plain SentenceTransformer, same scores."""
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(smollm2, lora_r=8, device="cpu", max_seq_length=64)
+    assert model.get_embedding_dimension() == 576
+    query = "What is the capital of France?"
+    passages = ["Paris is the capital and largest city of France.", "Bananas are rich in potassium."]
+    scores = model.score(model.encode_texts([query], "query")[0], model.encode_texts(passages, "passage"))
+    model.save_pretrained(str(tmp_path))
+    plain = SentenceTransformer(str(tmp_path), device="cpu")
+    torch.testing.assert_close(
+        plain.encode(passages, prompt_name="document", convert_to_tensor=True),
+        model.encode_texts(passages, "passage"),
+        atol=1e-5,
+        rtol=0,
+    )
+    reloaded = D2LLM(str(tmp_path), device="cpu")
+    scores_after = reloaded.score(
+        reloaded.encode_texts([query], "query")[0], reloaded.encode_texts(passages, "passage")
+    )
+    torch.testing.assert_close(scores_after, scores, atol=1e-5, rtol=0)
+    # Real token states are informative even before training: paraphrases are closer than unrelated texts.
+    a, b, c = model.encode(
+        ["A man is playing a guitar.", "A man plays the guitar.", "The stock market fell sharply today."],
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+    )
+    assert (a @ b) > (a @ c)
