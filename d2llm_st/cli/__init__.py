@@ -11,7 +11,6 @@ import argparse
 import importlib
 import logging
 import pkgutil
-import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_"):  # __main__ and private helpers
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         sub = subparsers.add_parser(module.COMMAND, help=module.HELP, description=module.__doc__)
@@ -32,7 +31,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.run(args) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
