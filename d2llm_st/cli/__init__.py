@@ -21,7 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("_"):  # __main__ and private helpers
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        sub = subparsers.add_parser(module.COMMAND, help=module.HELP, description=module.__doc__)
+        sub = subparsers.add_parser(
+            module.COMMAND,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser

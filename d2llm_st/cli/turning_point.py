@@ -1,0 +1,75 @@
+"""Find the DeeLM turning point of a decoder LLM on an STS set.
+
+Embeds every sentence with the hidden states of every layer (summarising prompt, last-token and
+mean pooling), computes Spearman per layer, prints the table, writes a PNG (layer vs Spearman)
+and reports the turning point k: the layers from k on lower STS quality and are the ones to make
+bidirectional with D2LLM.from_llm(..., bidirectional_from_layer=k).
+
+Example:
+  d2llm turning-point --data ../shared/data/sts/stsb/dev.jsonl.gz --plot turning_point.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "turning-point"
+HELP = "Spearman of every LLM layer on an STS set; report the DeeLM turning point and plot it."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from d2llm_st.deelm import DEFAULT_PROMPT
+
+    parser.add_argument("--model", help="Causal LM (folder or hub id). Default: the bundled SmolLM2-135M-Instruct.")
+    parser.add_argument("--data", required=True, help="STS file with sentence1, sentence2, score (jsonl[.gz]/csv).")
+    parser.add_argument("--limit", type=int, help="Score a random subset of N pairs (default: all).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the --limit subset.")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="Template with {text} (default: %(default)r).")
+    parser.add_argument("--batch-size", type=int, default=16, help="Pairs per forward pass.")
+    parser.add_argument("--max-seq-length", type=int, default=128, help="Truncate longer prompted texts.")
+    parser.add_argument(
+        "--bidirectional-from-layer", type=int, help="Score the model with layers >= K made bidirectional."
+    )
+    parser.add_argument("--device", help="Torch device (default: cuda if available, else cpu).")
+    parser.add_argument("--plot", default="turning_point.png", help="PNG to write (default: %(default)s).")
+    parser.add_argument("--json", help="Also write the per-layer scores as JSON here.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from d2llm_st.deelm import find_turning_point
+
+    model = args.model
+    if model is None:
+        from d2llm_st.gguf import bundled_smollm2
+
+        model = bundled_smollm2()
+    result = find_turning_point(
+        model,
+        args.data,
+        limit=args.limit,
+        seed=args.seed,
+        prompt=args.prompt,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        bidirectional_from_layer=args.bidirectional_from_layer,
+        device=args.device,
+        show_progress_bar=not args.no_progress,
+    )
+    print(f"\n{result.model} on {result.data} ({result.num_pairs} pairs), Spearman x 100 per hidden state:\n")
+    print(result.table())
+    print()
+    for pooling, point in result.turning_points.items():
+        if point is None:
+            print(f"{pooling:>5} pooling: no turning point (the last layer scores best); keep the model causal.")
+        else:
+            best = 100 * result.spearman[pooling][point]
+            print(
+                f"{pooling:>5} pooling: best state {point} ({best:.2f}), turning point k = {point} "
+                f"-> bidirectional_from_layer={point}"
+            )
+    print(f"\nplot: {result.plot(args.plot)}")
+    if args.json:
+        result.save_json(args.json)
+        print(f"scores: {args.json}")
+    return 0
