@@ -1,0 +1,146 @@
+"""Teacher quality before and after yes/no fine-tuning: SNLI dev AUC and WikiQA dev answer-selection NDCG@10.
+
+    nice -n 10 python benchmarks/teacher_quality.py --output /work/runs/teacher-smollm2
+
+Steps: zero-shot evaluation of the base LLM -> LoRA fine-tuning on SNLI train (entailment = yes,
+contradiction = no) plus WikiQA train candidates (correct = yes, incorrect = no) -> the same evaluation
+of the tuned teacher. Prints a markdown table and writes ``teacher_quality.json`` next to the teacher.
+Scores are cached (``<output>-cache.sqlite``) and training checkpoints kept, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import time
+
+from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli
+from d2llm_st.evaluation.metrics import binary_classification, ranking
+from d2llm_st.teacher import LLMTeacher, TeacherTrainingConfig, finetune_teacher
+
+logger = logging.getLogger("teacher_quality")
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def balanced_sample(pairs: list, per_label: int, seed: int) -> list:
+    """Up to ``per_label`` pairs of each label (1 and 0), shuffled."""
+    rng = random.Random(seed)
+    positives = [p for p in pairs if p.label == 1.0]
+    negatives = [p for p in pairs if p.label == 0.0]
+    sample = rng.sample(positives, min(per_label, len(positives))) + rng.sample(
+        negatives, min(per_label, len(negatives))
+    )
+    rng.shuffle(sample)
+    return sample
+
+
+def evaluate(teacher: LLMTeacher, snli_dev: list, wikiqa_dev, batch_size: int) -> dict[str, float]:
+    """SNLI dev entailment-vs-contradiction AUC, WikiQA dev candidate re-ranking NDCG@10 / MRR@10 / MAP."""
+    started = time.time()
+    nli_scores = teacher.score([(p.text_a, p.text_b) for p in snli_dev], "symmetric", batch_size=batch_size).scores
+    nli = binary_classification(nli_scores, [int(p.label) for p in snli_dev])
+    keys = [(qid, doc) for qid, docs in wikiqa_dev.candidates.items() for doc in docs]
+    pairs = [(wikiqa_dev.queries[qid], wikiqa_dev.corpus[doc]) for qid, doc in keys]
+    scores = teacher.score(pairs, "asymmetric", batch_size=batch_size).scores
+    run: dict[str, dict[str, float]] = {}
+    for (qid, doc), score in zip(keys, scores):
+        run.setdefault(qid, {})[doc] = float(score)
+    ir = ranking(run, wikiqa_dev.qrels, k=10)
+    return {
+        "snli_auc": nli["auc"],
+        "snli_accuracy": nli["accuracy"],
+        "wikiqa_ndcg@10": ir["ndcg@10"],
+        "wikiqa_mrr@10": ir["mrr@10"],
+        "wikiqa_map": ir["map"],
+        "eval_seconds": time.time() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="Base causal LM (default: the bundled SmolLM2-135M-Instruct).")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="The shared data folder (nli/, ir/).")
+    parser.add_argument("--output", required=True, help="Where the fine-tuned teacher is saved.")
+    parser.add_argument("--snli-train-per-label", type=int, default=1000)
+    parser.add_argument("--wikiqa-train-per-label", type=int, default=800)
+    parser.add_argument("--snli-dev-per-label", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--eval-batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.model is None:
+        from d2llm_st.gguf import bundled_smollm2
+
+        args.model = bundled_smollm2()
+    nli_dir, wikiqa_dir = os.path.join(args.data, "nli", "snli"), os.path.join(args.data, "ir", "wikiqa")
+    snli_train = balanced_sample(
+        nli_pairs(read_nli(os.path.join(nli_dir, "train.jsonl.gz"))), args.snli_train_per_label, args.seed
+    )
+    wikiqa_train = balanced_sample(beir_pairs(read_beir(wikiqa_dir, "train")), args.wikiqa_train_per_label, args.seed)
+    snli_dev = balanced_sample(
+        nli_pairs(read_nli(os.path.join(nli_dir, "dev.jsonl.gz"))), args.snli_dev_per_label, args.seed
+    )
+    wikiqa_dev = read_beir(wikiqa_dir, "dev")
+    logger.info(
+        f"train: {len(snli_train)} SNLI + {len(wikiqa_train)} WikiQA pairs; eval: {len(snli_dev)} SNLI dev pairs, "
+        f"{sum(map(len, wikiqa_dev.candidates.values()))} WikiQA dev candidates of {len(wikiqa_dev.candidates)} queries"
+    )
+    cache = f"{os.path.normpath(args.output)}-cache.sqlite"
+    results = {}
+    base = LLMTeacher(args.model, max_length=args.max_length, cache=cache)
+    results["zero-shot"] = evaluate(base, snli_dev, wikiqa_dev, args.eval_batch_size)
+    del base
+
+    config = TeacherTrainingConfig(
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    started = time.time()
+    finetune_teacher(args.model, snli_train + wikiqa_train, args.output, config)
+    train_seconds = time.time() - started
+    tuned = LLMTeacher(args.output, cache=cache)
+    results["fine-tuned"] = evaluate(tuned, snli_dev, wikiqa_dev, args.eval_batch_size)
+
+    report = {
+        "results": results,
+        "train_pairs": len(snli_train) + len(wikiqa_train),
+        "train_seconds": train_seconds,
+        "config": config.to_dict(),
+        "command": " ".join(["python"] + sys.argv),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+    }
+    with open(os.path.join(args.output, "teacher_quality.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print("| teacher | SNLI dev AUC (E vs C) | SNLI dev acc | WikiQA dev NDCG@10 | MRR@10 | MAP |")
+    print("|---|---|---|---|---|---|")
+    for name, row in results.items():
+        print(
+            f"| {name} | {row['snli_auc']:.4f} | {row['snli_accuracy']:.4f} | {row['wikiqa_ndcg@10']:.4f} | "
+            f"{row['wikiqa_mrr@10']:.4f} | {row['wikiqa_map']:.4f} |"
+        )
+    print(f"fine-tuning: {report['train_pairs']} pairs, {train_seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

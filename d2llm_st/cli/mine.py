@@ -1,0 +1,58 @@
+"""Build D2LLM training rows: mine K hard negatives per anchor and score every (anchor, candidate) with a teacher.
+
+Writes a HF datasets folder with columns anchor, positive, negative_1..K and label (the teacher's
+P(yes) per candidate; see docs/data.md), ready for SentenceTransformerTrainer. Teacher scores are
+cached (--cache), so an interrupted run resumes without re-scoring.
+
+Example:
+  d2llm mine --teacher runs/teacher --kind beir --data scifact --split train --num-negatives 7 \
+      --method bm25 --range-max 50 --cache runs/scores.sqlite --output runs/scifact-train
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from d2llm_st.cli._data_args import add_data_arguments
+
+COMMAND = "mine"
+HELP = "Mine hard negatives (BM25 or bi-encoder) and teacher-score them into distillation rows."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="Teacher folder / hub id.")
+    add_data_arguments(parser)
+    parser.add_argument("--output", required=True, help="Folder for the datasets.Dataset (save_to_disk).")
+    parser.add_argument("--num-negatives", type=int, default=3, help="K hard negatives per anchor.")
+    parser.add_argument("--method", choices=("bm25", "bi-encoder", "none"), default="bm25")
+    parser.add_argument("--mining-model", help="Bi-encoder for --method bi-encoder (SentenceTransformer path / id).")
+    parser.add_argument("--range-min", type=int, default=0, help="Skip the top ranks (likely unlabelled positives).")
+    parser.add_argument("--range-max", type=int, default=50, help="Mine from ranks below this.")
+    parser.add_argument("--features", action="store_true", help="Store teacher features (for feature imitation).")
+    parser.add_argument("--cache", help="SQLite score cache (resume + de-duplication).")
+    parser.add_argument("--batch-size", type=int, default=16)
+
+
+def run(args: argparse.Namespace) -> int:
+    from d2llm_st.data import build_distillation_dataset
+    from d2llm_st.teacher import load_teacher
+
+    teacher = load_teacher(args.teacher, **({"cache": args.cache} if args.cache else {}))
+    dataset = build_distillation_dataset(
+        args.kind,
+        args.data,
+        split=args.split,
+        teacher=teacher,
+        num_negatives=args.num_negatives,
+        limit=args.limit,
+        return_features=args.features,
+        batch_size=args.batch_size,
+        mining=args.method,
+        mining_model=args.mining_model,
+        range_min=args.range_min,
+        range_max=args.range_max,
+        seed=args.seed,
+    )
+    dataset.save_to_disk(args.output)
+    print(f"{len(dataset)} rows x {len(dataset.column_names)} columns saved to {args.output}")
+    return 0

@@ -1,0 +1,53 @@
+"""Score labelled pairs with a teacher and report how well it separates positives from negatives.
+
+Scores go to a SQLite cache (--cache), so a killed run resumes where it stopped and no pair is ever
+scored twice; --output writes one JSON line per pair (text_a, text_b, label, score).
+
+Example:
+  d2llm teacher-score --teacher runs/teacher --kind nli --data snli/dev.jsonl.gz --limit 1000 \
+      --cache runs/teacher-scores.sqlite --output runs/snli-dev-scores.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from d2llm_st.cli._data_args import add_data_arguments, read_labelled_pairs
+
+COMMAND = "teacher-score"
+HELP = "Score labelled pairs with a teacher (cached, resumable) and print AUC / accuracy."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="Teacher folder / hub id (causal LM or CrossEncoder).")
+    add_data_arguments(parser)
+    parser.add_argument("--cache", help="SQLite score cache (resume + de-duplication).")
+    parser.add_argument("--output", help="Write scores as JSON lines here.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, help="Longest prompt in tokens.")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from d2llm_st.data.distillation import KINDS
+    from d2llm_st.evaluation import binary_classification
+    from d2llm_st.teacher import load_teacher
+
+    kwargs = {"cache": args.cache} if args.cache else {}
+    if args.max_length:
+        kwargs["max_length"] = args.max_length
+    teacher = load_teacher(args.teacher, **kwargs)
+    pairs = read_labelled_pairs(args)
+    scores = teacher.score([(p.text_a, p.text_b) for p in pairs], KINDS[args.kind], batch_size=args.batch_size).scores
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for pair, score in zip(pairs, scores):
+                row = {"text_a": pair.text_a, "text_b": pair.text_b, "label": pair.label, "score": float(score)}
+                f.write(json.dumps(row) + "\n")
+    hard = [(score, int(p.label)) for p, score in zip(pairs, scores) if p.label in (0.0, 1.0)]
+    print(f"scored {len(pairs)} pairs; mean P(yes) {scores.mean():.4f}")
+    if len({label for _, label in hard}) == 2:
+        metrics = binary_classification([s for s, _ in hard], [label for _, label in hard])
+        print(" ".join(f"{name}={value:.4f}" for name, value in metrics.items()))
+    return 0

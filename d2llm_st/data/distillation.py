@@ -1,0 +1,157 @@
+"""Training rows for D2LLM distillation: (anchor, positive, K hard negatives) + the teacher's scores.
+
+Columns of the returned ``datasets.Dataset`` (what :class:`~d2llm_st.losses.D2LLMDistillLoss` reads):
+
+- ``anchor``, ``positive``, ``negative_1`` ... ``negative_K``: texts;
+- ``label``: the teacher's ``P(yes)`` for (anchor, positive), (anchor, negative_1), ... : ``K + 1`` floats;
+  with ``return_features=True`` a ``[K + 1][1 + H]`` nested list instead: per candidate
+  ``[score, feature_1 .. feature_H]``, the teacher's final hidden state for feature imitation.
+
+Where the rows come from:
+
+- ``nli``: anchor = premise, positive = an entailed hypothesis, negatives = the premise's contradicted
+  hypotheses first (hard negatives by construction), then mined from all hypotheses.
+- ``sts``: anchor / positive = a pair with normalised score >= ``positive_threshold``; negatives mined.
+- ``beir``: anchor = query, positive = each qrels-relevant passage, negatives = the query's incorrect
+  answer-selection candidates first (when the set has ``candidates/``), then mined from the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from d2llm_st.data.mining import mine_negatives
+from d2llm_st.data.readers import read_beir, read_nli, read_sts
+
+logger = logging.getLogger(__name__)
+
+KINDS = {"nli": "symmetric", "sts": "symmetric", "beir": "asymmetric"}
+
+
+def _nli_groups(path: str) -> list[tuple[str, str, list[str]]]:
+    by_premise: dict[str, dict[str, list[str]]] = {}
+    for row in read_nli(path):
+        by_premise.setdefault(row["premise"], {}).setdefault(row["label"], []).append(row["hypothesis"])
+    return [
+        (premise, positive, labels.get("contradiction", []))
+        for premise, labels in by_premise.items()
+        for positive in labels.get("entailment", [])
+    ]
+
+
+def _sts_groups(path: str, positive_threshold: float) -> list[tuple[str, str, list[str]]]:
+    return [
+        (row["sentence1"], row["sentence2"], [])
+        for row in read_sts(path, normalize=True)
+        if row["score"] >= positive_threshold
+    ]
+
+
+def _beir_groups(path: str, split: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    data = read_beir(path, split)
+    groups = []
+    for query_id, query in data.queries.items():
+        relevant = [doc for doc, grade in data.qrels[query_id].items() if grade > 0 and doc in data.corpus]
+        wrong = [data.corpus[d] for d, g in data.candidates.get(query_id, {}).items() if g <= 0 and d in data.corpus]
+        groups += [(query, data.corpus[doc], wrong) for doc in relevant]
+    return groups, list(data.corpus.values())
+
+
+def build_distillation_dataset(
+    kind: str,
+    path: str,
+    split: str = "train",
+    teacher: Any = None,
+    num_negatives: int = 3,
+    limit: int | None = None,
+    return_features: bool = False,
+    batch_size: int | None = None,
+    mining: str = "bm25",
+    mining_model: Any = None,
+    range_min: int = 0,
+    range_max: int = 50,
+    positive_threshold: float = 0.8,
+    seed: int = 0,
+    show_progress_bar: bool | None = None,
+):
+    """Build scored training rows (see the module docstring for the columns).
+
+    Args:
+        kind: ``nli`` or ``sts`` (a data file) or ``beir`` (a BEIR folder).
+        path, split: Where the data is (``split`` selects ``qrels/<split>.tsv`` for ``beir``).
+        teacher: Any :class:`~d2llm_st.teacher.Teacher` (its score cache makes rebuilding cheap).
+        num_negatives: ``K``. Anchors that cannot get ``K`` negatives are left out, with a warning.
+        limit: Keep at most this many rows (a seeded random sample).
+        return_features: Also store the teacher's features in ``label`` (for feature imitation).
+        batch_size: Teacher batch size (``None``: the teacher's default).
+        mining: ``bm25``, ``bi-encoder`` (needs ``mining_model``) or ``none`` (only the data's own negatives).
+        range_min, range_max: Mine negatives from ranks ``[range_min, range_max)``.
+        positive_threshold: ``sts`` only: minimum normalised score of a positive pair.
+    """
+    from datasets import Dataset
+
+    if kind not in KINDS:
+        raise ValueError(f"Unknown dataset kind {kind!r}; use one of {sorted(KINDS)}.")
+    if teacher is None:
+        raise ValueError("build_distillation_dataset needs a teacher to score the (anchor, candidate) pairs.")
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}.")
+    if kind == "nli":
+        groups = _nli_groups(path)
+        corpus = list(dict.fromkeys(candidate for _, positive, wrong in groups for candidate in [positive, *wrong]))
+    elif kind == "sts":
+        groups = _sts_groups(path, positive_threshold)
+        corpus = list(dict.fromkeys(text for anchor, positive, _ in groups for text in (anchor, positive)))
+    else:
+        groups, corpus = _beir_groups(path, split)
+    if limit is not None and len(groups) > limit:
+        groups = random.Random(seed).sample(groups, limit)
+
+    negatives = [list(dict.fromkeys(wrong))[:num_negatives] for _, _, wrong in groups]
+    need = [i for i, found in enumerate(negatives) if len(found) < num_negatives]
+    if mining != "none" and need:
+        index = {text: i for i, text in enumerate(corpus)}
+        mined = mine_negatives(
+            [groups[i][0] for i in need],
+            corpus,
+            [{index[groups[i][1]]} if groups[i][1] in index else set() for i in need],
+            num_negatives,
+            method=mining,
+            range_min=range_min,
+            range_max=range_max,
+            model=mining_model,
+        )
+        for i, extra in zip(need, mined):
+            known = set(negatives[i])
+            negatives[i] += [corpus[j] for j in extra if corpus[j] not in known][: num_negatives - len(negatives[i])]
+    complete = [i for i, found in enumerate(negatives) if len(found) == num_negatives]
+    if len(complete) < len(groups):
+        logger.warning(
+            f"{len(groups) - len(complete)} of {len(groups)} {kind} anchors have fewer than {num_negatives} "
+            f"negatives and were left out (raise range_max, or use mining='bm25' / 'bi-encoder')."
+        )
+    if not complete:
+        raise ValueError(f"No {kind} row in {path} has {num_negatives} negatives.")
+
+    rows = [(groups[i][0], [groups[i][1], *negatives[i]]) for i in complete]
+    pairs = [(anchor, candidate) for anchor, candidates in rows for candidate in candidates]
+    score_kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    output = teacher.score(
+        pairs, task=KINDS[kind], return_features=return_features, show_progress_bar=show_progress_bar, **score_kwargs
+    )
+    width = num_negatives + 1
+    columns: dict[str, list] = {"anchor": [anchor for anchor, _ in rows], "positive": [c[0] for _, c in rows]}
+    for k in range(num_negatives):
+        columns[f"negative_{k + 1}"] = [candidates[k + 1] for _, candidates in rows]
+    scores = output.scores.reshape(len(rows), width)
+    if return_features:
+        features = output.features.reshape(len(rows), width, -1)
+        columns["label"] = [
+            [[float(scores[r, c]), *features[r, c].tolist()] for c in range(width)] for r in range(len(rows))
+        ]
+    else:
+        columns["label"] = scores.tolist()
+    logger.info(f"Built {len(rows)} {kind} distillation rows with {num_negatives} negatives each from {path}")
+    return Dataset.from_dict(columns)

@@ -1,0 +1,98 @@
+"""Distillation data: rows built from real NLI / BEIR files, hard-negative mining, false-negative filtering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from d2llm_st.data import DynamicFalseNegativeFilter, build_distillation_dataset, mine_negative_ids, mine_negatives
+from d2llm_st.teacher import LLMTeacher
+
+CORPUS = [
+    "the cat sat on the mat",
+    "a cat and a dog on the sofa",
+    "the stock market fell today",
+    "paris is the capital of france",
+    "football team score goal",
+]
+
+
+def test_filter_removes_exactly_the_negatives_above_theta():
+    fn_filter = DynamicFalseNegativeFilter(quantile=0.5)
+    negatives = np.array([[0.1, 0.55, 0.9], [0.61, 0.2, 0.59]])
+    assert not fn_filter.mask(negatives).any()  # no threshold before the first update
+    theta = fn_filter.update(np.array([0.4, 0.6, 0.8]))
+    assert theta == pytest.approx(0.6)
+    np.testing.assert_array_equal(fn_filter.mask(negatives), negatives > 0.6)
+
+
+def test_theta_moves_with_the_positive_distribution():
+    fn_filter = DynamicFalseNegativeFilter(quantile=0.5, window=3)
+    low = fn_filter.update(np.array([0.2, 0.3, 0.4]))
+    high = fn_filter.update(np.array([0.8, 0.9, 0.95]))
+    assert low == pytest.approx(0.3) and high == pytest.approx(0.9) and high > low
+    assert DynamicFalseNegativeFilter(quantile=0.5, margin=0.05).update(np.array([0.5])) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="mode"):
+        DynamicFalseNegativeFilter(mode="keep")
+
+
+@pytest.mark.parametrize("method", ["bm25", "bi-encoder"])
+def test_mining_returns_hard_non_positive_negatives(method, minilm):
+    mined = mine_negatives(["a cat on the mat"], CORPUS, [{0}], 2, method=method, model=minilm)
+    assert len(mined[0]) == 2 and 0 not in mined[0]
+    if method == "bi-encoder":
+        assert mined[0][0] == 1  # the other cat sentence is the hardest negative
+    skipped = mine_negatives(["a cat on the mat"], CORPUS, [{0}], 2, method=method, model=minilm, range_min=2)
+    assert not set(skipped[0]) & set(mined[0][:1])
+    with pytest.raises(ValueError, match="range_min"):
+        mine_negatives(["x"], CORPUS, [set()], 1, range_min=3, range_max=3)
+
+
+def test_mine_negative_ids_on_beir(shared_data):
+    from d2llm_st.data import read_beir
+
+    data = read_beir(f"{shared_data}/ir/scifact", "test")
+    queries = dict(list(data.queries.items())[:5])
+    mined = mine_negative_ids(queries, data.corpus, data.qrels, 3)
+    for query_id, negatives in mined.items():
+        assert len(negatives) == 3 and not set(negatives) & set(data.qrels[query_id])
+
+
+def test_build_rows_from_real_nli_and_beir(tiny_llama, shared_data, tmp_path):
+    teacher = LLMTeacher(tiny_llama, device="cpu", cache=str(tmp_path / "cache.sqlite"))
+    nli = build_distillation_dataset(
+        "nli", f"{shared_data}/nli/snli/dev.jsonl.gz", teacher=teacher, num_negatives=2, limit=12
+    )
+    assert nli.column_names == ["anchor", "positive", "negative_1", "negative_2", "label"]
+    assert len(nli) == 12 and all(len(label) == 3 for label in nli["label"])
+    row = nli[0]
+    expected = teacher.score(
+        [(row["anchor"], row[c]) for c in ("positive", "negative_1", "negative_2")], task="symmetric"
+    ).scores
+    np.testing.assert_allclose(row["label"], expected, atol=1e-5)
+    assert row["positive"] not in (row["negative_1"], row["negative_2"])
+
+    ir = build_distillation_dataset(
+        "beir", f"{shared_data}/ir/wikiqa", split="dev", teacher=teacher, num_negatives=2, limit=6, return_features=True
+    )
+    assert np.asarray(ir["label"]).shape == (6, 3, 1 + 32)
+    with pytest.raises(ValueError, match="teacher"):
+        build_distillation_dataset("nli", f"{shared_data}/nli/snli/dev.jsonl.gz")
+    with pytest.raises(ValueError, match="Unknown dataset kind"):
+        build_distillation_dataset("csv", "x", teacher=teacher)
+
+
+def test_cli_teacher_score_and_mine(tiny_llama, shared_data, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    from d2llm_st.cli import main
+
+    data = f"{shared_data}/nli/snli/dev.jsonl.gz"
+    cache = str(tmp_path / "scores.sqlite")
+    args = ["--teacher", tiny_llama, "--kind", "nli", "--data", data, "--limit", "20", "--cache", cache]
+    assert main(["teacher-score", *args, "--output", str(tmp_path / "scores.jsonl")]) == 0
+    assert "auc=" in capsys.readouterr().out
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 20
+    assert main(["mine", *args, "--num-negatives", "2", "--output", str(tmp_path / "rows")]) == 0
+    rows = load_from_disk(str(tmp_path / "rows"))
+    assert rows.column_names == ["anchor", "positive", "negative_1", "negative_2", "label"]
