@@ -132,7 +132,9 @@ def finetune_teacher(
         output_dir: Where the teacher is saved; ``output_dir/checkpoint`` holds the resumable training state.
         config: Hyper-parameters (:class:`TeacherTrainingConfig`).
         templates, use_chat_template, answer_words: As in :class:`~d2llm_st.teacher.LLMTeacher`; saved with the model.
-        device, dtype: Where and in which precision to train (``"auto"``: bfloat16 on a supporting GPU).
+        device, dtype: Where and in which precision to train. ``"auto"`` keeps float32 weights (and LoRA
+            optimizer state) and runs the forward under bfloat16 autocast on a supporting GPU: pure bfloat16
+            weights made the loss NaN within 30 steps on an H100 (together with SDPA, see below).
         merge: Save the LoRA merged into a full model (loadable by any HF tool); ``False`` saves the peft adapter.
         show_progress_bar: Show a progress bar over optimizer steps (default: when logging at INFO).
 
@@ -156,7 +158,15 @@ def finetune_teacher(
         answer_words=answer_words,
         max_length=config.max_length,
         device=device,
-        dtype=dtype,
+        dtype=torch.float32 if dtype == "auto" else dtype,
+        # Left-padded rows are fully masked; SDPA's fused CUDA kernels return NaN there, and NaN * 0 in the
+        # backward pass poisons every gradient. Eager attention keeps those rows finite.
+        model_kwargs={"attn_implementation": "eager"},
+    )
+    autocast = torch.autocast(
+        "cuda",
+        dtype=torch.bfloat16,
+        enabled=dtype == "auto" and teacher.device.startswith("cuda") and torch.cuda.is_bf16_supported(),
     )
     lora = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
@@ -212,7 +222,8 @@ def finetune_teacher(
             loss = 0.0
             for indices in group:
                 batch = [encoded[i] for i in indices]
-                loss += _train_step(teacher, model, batch, targets[indices], 1 / len(group)) / len(group)
+                with autocast:
+                    loss += _train_step(teacher, model, batch, targets[indices], 1 / len(group)) / len(group)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
