@@ -78,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--eval-batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a CPU shared with other jobs).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.model is None:
         from d2llm_st.gguf import bundled_smollm2
 

@@ -20,6 +20,13 @@ class D2LLMModelCardData(SentenceTransformerModelCardData):
 
     iem_scores: str | None = field(default=None, init=False, repr=False)
 
+    @staticmethod
+    def _format_example_value(value):
+        # Distillation labels with teacher features are [1 + K][1 + H] lists; ST only shortens flat lists.
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            value = [row[:3] + ["..."] if len(row) > 3 else row for row in value]
+        return SentenceTransformerModelCardData._format_example_value(value)
+
     def run_usage_snippet(self) -> None:
         super().run_usage_snippet()
         if not self.generate_widget_examples:

@@ -100,3 +100,158 @@ def test_finetuning_the_real_teacher_separates_entailment_from_contradiction(smo
     labels = [int(p.label) for p in held_out]
     assert binary_classification(scores, labels)["auc"] > 0.6
     assert isinstance(train[0], LabelledPair)
+
+    # Real BPE tokens inside SmolLM2's chat template map back onto the words of each text.
+    premise, hypothesis = held_out[0].text_a, held_out[0].text_b
+    attention = teacher.score([(premise, hypothesis)], task="symmetric", return_attention=True).attentions[0]
+    assert "".join(premise[s:e] for s, e in attention.offsets_a).replace(" ", "") == premise.replace(" ", "")
+    assert "".join(hypothesis[s:e] for s, e in attention.offsets_b).replace(" ", "") == hypothesis.replace(" ", "")
+    assert attention.shape == (len(attention.tokens_a), len(attention.tokens_b)) and attention.weights.sum() > 0
+
+
+KILL_SCRIPT = """
+import sys, time
+from d2llm_st.teacher import LLMTeacher
+
+model, cache = sys.argv[1], sys.argv[2]
+teacher = LLMTeacher(model, device="cpu", cache=cache)
+original = teacher._score_batches
+
+
+def slow(*args):
+    for batch in original(*args):
+        yield batch
+        time.sleep(0.5)  # the parent kills us while we sleep between committed batches
+
+
+teacher._score_batches = slow
+words = "cat dog bird fish sun rain car road".split()
+pairs = [(f"the {a} sat on the mat", f"a {b} ran to the river") for a in words for b in words]
+teacher.score(pairs, task="asymmetric", batch_size=4, show_progress_bar=False)
+"""
+
+
+def test_sigkill_mid_run_loses_nothing_already_written(tiny_llama, tmp_path):
+    """A real kill -9 between batches: every committed batch survives and the rerun scores only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = str(tmp_path / "scores.sqlite")
+    script = tmp_path / "score.py"
+    script.write_text(KILL_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), tiny_llama, cache])
+    deadline = time.time() + 120
+    written = 0
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+        if os.path.exists(cache):
+            written = len(ScoreCache(cache))
+            if written >= 8:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and 8 <= written < 64
+    survived = len(ScoreCache(cache))
+    assert survived >= written and survived % 4 == 0  # whole batches only
+
+    words = "cat dog bird fish sun rain car road".split()
+    pairs = [(f"the {a} sat on the mat", f"a {b} ran to the river") for a in words for b in words]
+    teacher = LLMTeacher(tiny_llama, device="cpu", cache=cache)
+    original = teacher._score_batches
+    counted: list[int] = []
+
+    def counting(pairs, *args):
+        counted.append(len(pairs))
+        yield from original(pairs, *args)
+
+    teacher._score_batches = counting
+    resumed = teacher.score(pairs, task="asymmetric", batch_size=8).scores
+    assert counted == [len(pairs) - survived]
+    fresh = LLMTeacher(tiny_llama, device="cpu").score(pairs, task="asymmetric", batch_size=8).scores
+    np.testing.assert_array_equal(resumed, fresh)  # cached values are bit-identical float32
+
+
+def test_cross_encoder_teacher_matches_the_llm_teacher_with_the_same_prompt(tiny_llama):
+    """A causal-LM CrossEncoder scores sigmoid(logit_yes - logit_no) of "a b": the LLM teacher with that template."""
+    from d2llm_st.teacher import PromptTemplate
+
+    bare = PromptTemplate(instruction="", pair_format="{a} {b}", answer_prefix="")
+    llm = LLMTeacher(tiny_llama, device="cpu", templates={"asymmetric": bare}, use_chat_template=False)
+    ce = CrossEncoderTeacher(tiny_llama, device="cpu")
+    expected = llm.score(PAIRS, task="asymmetric", return_features=True)
+    got = ce.score(PAIRS, task="asymmetric", batch_size=2, return_features=True)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+    np.testing.assert_allclose(got.features, expected.features, atol=1e-4)
+    assert ce.identity != llm.identity and ce.tokenizer is ce.model.tokenizer
+    with pytest.raises(NotImplementedError, match="attention"):
+        ce.score(PAIRS, task="asymmetric", return_attention=True)
+
+
+def test_attention_is_the_last_layer_passage_to_query_map(tiny_llama):
+    """weights[i, j] is the head-averaged last-layer attention of passage token j on query token i."""
+    import torch
+
+    teacher = LLMTeacher(tiny_llama, device="cpu")
+    query, passage = PAIRS[0]
+    attention = teacher.score([(query, passage)], task="asymmetric", return_attention=True).attentions[0]
+    assert attention.tokens_a == query.split() and attention.tokens_b == passage.split()
+    assert [query[s:e] for s, e in attention.offsets_a] == query.split()
+    assert [passage[s:e] for s, e in attention.offsets_b] == passage.split()
+
+    encoded = teacher.encode(query, passage, "asymmetric")
+    teacher.model.set_attn_implementation("eager")
+    with torch.no_grad():
+        output = teacher.model(torch.tensor([encoded.input_ids]), output_attentions=True)
+    full = output.attentions[-1][0].mean(0)
+    expected = full[encoded.positions_b][:, encoded.positions_a].T.numpy()
+    np.testing.assert_allclose(np.asarray(attention), expected, atol=1e-5)
+    assert teacher.model.config._attn_implementation == "eager"  # (set by this test, not by score())
+
+
+def test_chat_template_rendering_and_answer_tokens(tiny_llama, tmp_path):
+    """With a chat template the instruction is the system turn and the answer follows the assistant header."""
+    from transformers import AutoTokenizer
+
+    from d2llm_st.teacher import ASYMMETRIC_TEMPLATE, PromptTemplate
+    from d2llm_st.teacher.templates import PromptRenderer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
+        "{% if add_generation_prompt %}<s> assistant\n{% endif %}"
+    )
+    renderer = PromptRenderer(tokenizer)
+    rendered = renderer.render(ASYMMETRIC_TEMPLATE, "who cooks pizza ?", "the chef")
+    assert rendered.text.startswith(f"<s> system {ASYMMETRIC_TEMPLATE.instruction} </s>")
+    assert rendered.text[slice(*rendered.span_a)] == "who cooks pizza ?"
+    assert rendered.text[slice(*rendered.span_b)] == "the chef" and rendered.text.endswith("assistant\n")
+    assert renderer.answer_follows_whitespace(ASYMMETRIC_TEMPLATE)
+
+    tokenizer.chat_template = (  # a template that refuses the system role (like Gemma's)
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+        "<s> {{ m['content'] }} </s> {% endfor %}<s> assistant\n"
+    )
+    rendered = PromptRenderer(tokenizer).render(ASYMMETRIC_TEMPLATE, "who cooks pizza ?", "the chef")
+    assert rendered.text.startswith(f"<s> {ASYMMETRIC_TEMPLATE.instruction}\n\nQuery: who cooks pizza ?")
+
+    with pytest.raises(ValueError, match=r"\{a\} and \{b\}"):
+        PromptTemplate(instruction="x", pair_format="{a} only")
+    with pytest.raises(ValueError, match="cannot write the answer word"):
+        LLMTeacher(tiny_llama, device="cpu", answer_words=("affirmative", "no"))
+    with pytest.raises(ValueError, match="same token"):
+        LLMTeacher(tiny_llama, device="cpu", answer_words=("no", "no"))
+
+
+def test_long_pairs_are_cut_passage_first_with_a_warning(tiny_llama, caplog):
+    teacher = LLMTeacher(tiny_llama, device="cpu", max_length=30)
+    query, passage = "who cooks pizza ?", " ".join(["the chef cooks pizza in the kitchen"] * 4)
+    with caplog.at_level("WARNING"):
+        encoded = teacher.encode_batch([(query, passage)], ["asymmetric"])[0]
+    assert "longer than max_length=30" in caplog.text and encoded.truncated
+    assert len(encoded.input_ids) == 30
+    assert len(encoded.positions_a) == 4 and len(encoded.positions_b) == 8  # the passage pays (query <= half)
+    assert encoded.input_ids[-1] == teacher.encode(query, "the chef", "asymmetric").input_ids[-1]  # answer line kept
+    assert 0 < teacher.score([(query, passage)], task="asymmetric").scores[0] < 1

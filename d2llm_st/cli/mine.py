@@ -2,7 +2,9 @@
 
 Writes a HF datasets folder with columns anchor, positive, negative_1..K and label (the teacher's
 P(yes) per candidate; see docs/data.md), ready for SentenceTransformerTrainer. Teacher scores are
-cached (--cache), so an interrupted run resumes without re-scoring.
+cached (--cache) and bi-encoder embeddings too (OUTPUT.embeddings), so an interrupted run resumes
+without re-scoring; the dataset is written to OUTPUT.tmp and renamed when complete, and an existing
+OUTPUT is kept unless --overwrite is given.
 
 Example:
   d2llm mine --teacher runs/teacher --kind beir --data scifact --split train --num-negatives 7 \
@@ -28,15 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mining-model", help="Bi-encoder for --method bi-encoder (SentenceTransformer path / id).")
     parser.add_argument("--range-min", type=int, default=0, help="Skip the top ranks (likely unlabelled positives).")
     parser.add_argument("--range-max", type=int, default=50, help="Mine from ranks below this.")
+    parser.add_argument("--sampling", choices=("top", "random"), default="top", help="Hardest first, or sampled.")
     parser.add_argument("--features", action="store_true", help="Store teacher features (for feature imitation).")
     parser.add_argument("--cache", help="SQLite score cache (resume + de-duplication).")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--overwrite", action="store_true", help="Rebuild even if OUTPUT exists.")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
     from d2llm_st.data import build_distillation_dataset
     from d2llm_st.teacher import load_teacher
 
+    if os.path.isdir(args.output) and not args.overwrite:
+        print(f"{args.output} exists; nothing to do (pass --overwrite to rebuild it).")
+        return 0
+    if args.method == "bi-encoder" and not args.mining_model:
+        raise SystemExit("--method bi-encoder needs --mining-model (a SentenceTransformer folder or hub id).")
     teacher = load_teacher(args.teacher, **({"cache": args.cache} if args.cache else {}))
     dataset = build_distillation_dataset(
         args.kind,
@@ -51,8 +63,14 @@ def run(args: argparse.Namespace) -> int:
         mining_model=args.mining_model,
         range_min=args.range_min,
         range_max=args.range_max,
+        sampling=args.sampling,
+        mining_cache=f"{args.output}.embeddings" if args.method == "bi-encoder" else None,
         seed=args.seed,
     )
-    dataset.save_to_disk(args.output)
+    staging = f"{args.output}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset.save_to_disk(staging)
+    shutil.rmtree(args.output, ignore_errors=True)
+    os.replace(staging, args.output)
     print(f"{len(dataset)} rows x {len(dataset.column_names)} columns saved to {args.output}")
     return 0

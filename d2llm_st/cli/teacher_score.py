@@ -1,7 +1,8 @@
 """Score labelled pairs with a teacher and report how well it separates positives from negatives.
 
-Scores go to a SQLite cache (--cache), so a killed run resumes where it stopped and no pair is ever
-scored twice; --output writes one JSON line per pair (text_a, text_b, label, score).
+Scores go to a SQLite cache (--cache, default OUTPUT.cache.sqlite when --output is given), so a
+killed run resumes where it stopped and no pair is ever scored twice; --output writes one JSON line
+per pair (text_a, text_b, label, score) once all are scored.
 
 Example:
   d2llm teacher-score --teacher runs/teacher --kind nli --data snli/dev.jsonl.gz --limit 1000 \
@@ -29,22 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from d2llm_st.data.distillation import KINDS
     from d2llm_st.evaluation import binary_classification
     from d2llm_st.teacher import load_teacher
 
-    kwargs = {"cache": args.cache} if args.cache else {}
+    cache = args.cache or (f"{args.output}.cache.sqlite" if args.output else None)
+    kwargs = {"cache": cache} if cache else {}
     if args.max_length:
         kwargs["max_length"] = args.max_length
     teacher = load_teacher(args.teacher, **kwargs)
     pairs = read_labelled_pairs(args)
     scores = teacher.score([(p.text_a, p.text_b) for p in pairs], KINDS[args.kind], batch_size=args.batch_size).scores
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+        with open(f"{args.output}.tmp", "w", encoding="utf-8") as f:
             for pair, score in zip(pairs, scores):
                 row = {"text_a": pair.text_a, "text_b": pair.text_b, "label": pair.label, "score": float(score)}
                 f.write(json.dumps(row) + "\n")
+        os.replace(f"{args.output}.tmp", args.output)
     hard = [(score, int(p.label)) for p, score in zip(pairs, scores) if p.label in (0.0, 1.0)]
     print(f"scored {len(pairs)} pairs; mean P(yes) {scores.mean():.4f}")
     if len({label for _, label in hard}) == 2:

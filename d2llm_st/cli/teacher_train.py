@@ -1,13 +1,14 @@
 """LoRA-tune a causal LM as a yes/no relevance teacher on labelled pairs.
 
 Positives (NLI entailment, relevant BEIR passages) are trained to answer "yes", negatives
-(contradiction, incorrect answer-selection candidates) "no"; STS scores are soft targets. Give --data
-several times (with matching --kind) to train on several sets at once. The run checkpoints to
-OUTPUT/checkpoint and resumes from it when started again with the same arguments.
+(contradiction, incorrect answer-selection candidates) "no"; STS scores are soft targets. Repeat
+--kind/--data to train on several sets at once (--limit applies per set). The run checkpoints to
+OUTPUT/checkpoint every --checkpoint-every steps and resumes from it when started again with the
+same arguments; the result is a normal Hugging Face folder plus d2llm_teacher.json.
 
 Example:
-  d2llm teacher-train --model SMOLLM2_DIR --kind nli --data snli/train.jsonl.gz --limit 4000 \
-      --output runs/teacher --max-steps 300
+  d2llm teacher-train --model SMOLLM2_DIR --kind nli --data snli/train.jsonl.gz \
+      --kind beir --data wikiqa --limit 1000 --output runs/teacher
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ HELP = "LoRA-tune a causal LM teacher to answer yes/no on labelled pairs (resuma
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Causal LM (hub id or folder) or a teacher to train further.")
-    add_data_arguments(parser)
+    add_data_arguments(parser, multiple=True)
     parser.add_argument("--output", required=True, help="Folder to save the teacher to.")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, help="Stop after this many optimizer steps.")
     parser.add_argument("--max-length", type=int, default=160, help="Longest prompt in tokens.")
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="Save a resumable checkpoint this often.")
+    parser.add_argument("--adapter-only", action="store_true", help="Save the LoRA adapter instead of a merged model.")
     parser.add_argument("--device", help="cpu / cuda (default: cuda when available).")
 
 
@@ -44,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         max_steps=args.max_steps,
         max_length=args.max_length,
+        checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    path = finetune_teacher(args.model, read_labelled_pairs(args), args.output, config=config, device=args.device)
+    pairs = read_labelled_pairs(args)
+    path = finetune_teacher(
+        args.model, pairs, args.output, config=config, device=args.device, merge=not args.adapter_only
+    )
     print(f"teacher saved to {path}")
     return 0

@@ -72,6 +72,8 @@ def build_distillation_dataset(
     mining_model: Any = None,
     range_min: int = 0,
     range_max: int = 50,
+    sampling: str = "top",
+    mining_cache: str | None = None,
     positive_threshold: float = 0.8,
     seed: int = 0,
     show_progress_bar: bool | None = None,
@@ -88,6 +90,8 @@ def build_distillation_dataset(
         batch_size: Teacher batch size (``None``: the teacher's default).
         mining: ``bm25``, ``bi-encoder`` (needs ``mining_model``) or ``none`` (only the data's own negatives).
         range_min, range_max: Mine negatives from ranks ``[range_min, range_max)``.
+        sampling: ``top`` (hardest mined negatives) or ``random`` (a seeded sample of the rank window).
+        mining_cache: Bi-encoder mining only: a folder where embeddings are cached (a re-run skips encoding).
         positive_threshold: ``sts`` only: minimum normalised score of a positive pair.
     """
     from datasets import Dataset
@@ -106,6 +110,9 @@ def build_distillation_dataset(
         corpus = list(dict.fromkeys(text for anchor, positive, _ in groups for text in (anchor, positive)))
     else:
         groups, corpus = _beir_groups(path, split)
+    positives_of: dict[str, set[str]] = {}
+    for anchor, positive, _ in groups:  # every positive of an anchor, so none is mined as its negative
+        positives_of.setdefault(anchor, set()).add(positive)
     if limit is not None and len(groups) > limit:
         groups = random.Random(seed).sample(groups, limit)
 
@@ -116,16 +123,20 @@ def build_distillation_dataset(
         mined = mine_negatives(
             [groups[i][0] for i in need],
             corpus,
-            [{index[groups[i][1]]} if groups[i][1] in index else set() for i in need],
+            [{index[text] for text in positives_of[groups[i][0]] if text in index} for i in need],
             num_negatives,
             method=mining,
             range_min=range_min,
             range_max=range_max,
             model=mining_model,
+            sampling=sampling,
+            exclude=[{index[text] for text in negatives[i] if text in index} for i in need],
+            seed=seed,
+            cache_folder=mining_cache,
+            show_progress_bar=show_progress_bar,
         )
         for i, extra in zip(need, mined):
-            known = set(negatives[i])
-            negatives[i] += [corpus[j] for j in extra if corpus[j] not in known][: num_negatives - len(negatives[i])]
+            negatives[i] += [corpus[j] for j in extra][: num_negatives - len(negatives[i])]
     complete = [i for i, found in enumerate(negatives) if len(found) == num_negatives]
     if len(complete) < len(groups):
         logger.warning(

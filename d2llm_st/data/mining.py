@@ -1,60 +1,83 @@
-"""Hard-negative mining: for each anchor, the top-ranked corpus texts that are not its positives.
+"""Hard-negative mining: for each anchor, top-ranked corpus texts that are not its positives.
 
-Two first-stage rankers: BM25 (the maintained ``bm25s`` package) and any sentence-transformers
-bi-encoder (embeddings + ``sentence_transformers.util.semantic_search``). ``range_min`` skips the very
-top of the ranking, where unlabelled positives concentrate; negatives are taken from ranks
-``[range_min, range_max)``, hardest first.
+Two first-stage rankers: BM25 (the maintained ``bm25s`` package, English stemming and stopwords) and
+any sentence-transformers bi-encoder (through sentence-transformers' own ``mine_hard_negatives``, which
+can cache the embeddings on disk so a re-run skips encoding). Positives, texts equal to the anchor and
+texts in ``exclude`` are removed first; then ``range_min`` ranks are skipped (unlabelled positives
+concentrate at the very top) and ``num_negatives`` are taken from ranks ``[range_min, range_max)``:
+the hardest ones (``sampling="top"``) or a seeded random sample (``"random"``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("bm25", "bi-encoder")
+SAMPLING = ("top", "random")
 
 
-def _bm25_rankings(anchors: Sequence[str], corpus: Sequence[str], depth: int) -> list[list[int]]:
+def _bm25_rankings(anchors: Sequence[str], corpus: Sequence[str], depth: int, progress: bool) -> list[list[int]]:
+    """Corpus indices per anchor, best BM25 score first; texts sharing no term with the anchor come last."""
     try:
         import bm25s
+        import Stemmer
     except ImportError as error:
-        raise ImportError("BM25 mining needs bm25s: pip install 'd2llm[bm25]'") from error
+        raise ImportError("BM25 mining needs bm25s and PyStemmer: pip install 'd2llm[bm25]'") from error
+    tokenizer = bm25s.tokenization.Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(list(corpus), stopwords="en", show_progress=False), show_progress=False)
-    results, _ = retriever.retrieve(
-        bm25s.tokenize(list(anchors), stopwords="en", show_progress=False),
-        k=min(depth, len(corpus)),
-        show_progress=len(anchors) > 1000,
-    )
+    retriever.index(tokenizer.tokenize(list(corpus), return_as="ids", show_progress=False), show_progress=False)
+    # The same tokenizer maps the anchors into the corpus vocabulary (unknown terms are dropped).
+    query_ids = tokenizer.tokenize(list(anchors), return_as="ids", update_vocab=False, show_progress=False)
+    results, _ = retriever.retrieve(query_ids, k=min(depth, len(corpus)), show_progress=progress, n_threads=0)
     return [list(map(int, row)) for row in results]
 
 
 def _bi_encoder_rankings(
-    anchors: Sequence[str], corpus: Sequence[str], depth: int, model, batch_size: int
+    anchors: Sequence[str],
+    corpus: Sequence[str],
+    positives: Sequence[set[int]],
+    depth: int,
+    model: Any,
+    batch_size: int,
+    cache_folder: str | None,
+    progress: bool,
 ) -> list[list[int]]:
-    from sentence_transformers import SentenceTransformer, util
+    """Corpus indices per anchor by bi-encoder similarity (positives already out), via ST's mine_hard_negatives."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
 
     if model is None:
         raise ValueError("Bi-encoder mining needs a model: pass mining_model (a SentenceTransformer or its path).")
+    missing = [anchors[i] for i, positive in enumerate(positives) if not positive]
+    if missing:
+        raise ValueError(f"Bi-encoder mining needs at least one positive per anchor; {missing[0]!r} has none.")
     encoder = model if isinstance(model, SentenceTransformer) else SentenceTransformer(model)
-    corpus_embeddings = encoder.encode_document(
-        list(corpus),
+    rows = [(anchor, corpus[i]) for anchor, positive in zip(anchors, positives) for i in sorted(positive)]
+    unique_texts = len(set(corpus))
+    depth = max(1, min(depth, unique_texts - max(map(len, positives))))
+    mined = mine_hard_negatives(
+        Dataset.from_dict({"anchor": [a for a, _ in rows], "positive": [p for _, p in rows]}),
+        encoder,
+        corpus=list(corpus),
+        range_max=depth,
+        num_negatives=depth,
+        output_format="labeled-list",
         batch_size=batch_size,
-        convert_to_tensor=True,
-        normalize_embeddings=True,
-        show_progress_bar=len(corpus) > 1000,
+        cache_folder=cache_folder,
+        verbose=progress,
     )
-    anchor_embeddings = encoder.encode_query(
-        list(anchors),
-        batch_size=batch_size,
-        convert_to_tensor=True,
-        normalize_embeddings=True,
-        show_progress_bar=len(anchors) > 1000,
-    )
-    hits = util.semantic_search(anchor_embeddings, corpus_embeddings, top_k=min(depth, len(corpus)))
-    return [[hit["corpus_id"] for hit in row] for row in hits]
+    position = {}
+    for i, text in enumerate(corpus):
+        position.setdefault(text, i)
+    # One output row per (anchor, positive); rows of an anchor share its ranked negatives after the positive.
+    ranked = {row["anchor"]: [position[text] for text in row["positive"][1:]] for row in mined}
+    return [ranked.get(anchor, []) for anchor in anchors]
 
 
 def mine_negatives(
@@ -65,28 +88,67 @@ def mine_negatives(
     method: str = "bm25",
     range_min: int = 0,
     range_max: int = 50,
-    model=None,
+    model: Any = None,
+    sampling: str = "top",
+    exclude: Sequence[set[int]] | None = None,
+    seed: int = 0,
     batch_size: int = 64,
+    cache_folder: str | None = None,
+    show_progress_bar: bool | None = None,
 ) -> list[list[int]]:
-    """For each anchor, up to ``num_negatives`` corpus indices ranked in ``[range_min, range_max)``, not positives.
+    """For each anchor, up to ``num_negatives`` corpus indices from ranks ``[range_min, range_max)``.
 
-    A corpus text equal to the anchor itself or to one of its positives is never a negative.
+    Args:
+        anchors: Queries / premises / first sentences.
+        corpus: Candidate texts.
+        positives: Per anchor, the corpus indices of its positives (never negatives; nor is the anchor's own text).
+        num_negatives: ``K``.
+        method: ``"bm25"`` or ``"bi-encoder"`` (needs ``model``).
+        range_min, range_max: The rank window, counted after removing positives and ``exclude``.
+        model: The bi-encoder (``SentenceTransformer`` or its path / hub id).
+        sampling: ``"top"`` (hardest first) or ``"random"`` (a seeded sample of the window, in rank order).
+        exclude: Per anchor, more corpus indices to skip (e.g. negatives it already has).
+        seed: Seed of ``sampling="random"``.
+        batch_size: Bi-encoder batch size.
+        cache_folder: Bi-encoder only: embeddings are cached there, so a re-run does not encode again.
+        show_progress_bar: Progress bars (default: when logging at INFO).
+
+    Returns:
+        Corpus indices per anchor; fewer than ``num_negatives`` only when the corpus is too small.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown mining method {method!r}; use one of {METHODS}.")
-    if not 0 <= range_min < range_max:
-        raise ValueError(f"Need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}.")
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}.")
+    if num_negatives < 1 or range_min < 0 or range_max - range_min < num_negatives:
+        raise ValueError(
+            f"The rank window [range_min={range_min}, range_max={range_max}) must hold num_negatives={num_negatives} "
+            "candidates: raise range_max or lower range_min."
+        )
     if len(positives) != len(anchors):
         raise ValueError(f"positives has {len(positives)} entries for {len(anchors)} anchors.")
+    exclude = exclude if exclude is not None else [set() for _ in anchors]
+    if show_progress_bar is None:
+        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+    depth = range_max + max(len(p) + len(e) for p, e in zip(positives, exclude)) + 1
     if method == "bm25":
-        rankings = _bm25_rankings(anchors, corpus, range_max)
+        rankings = _bm25_rankings(anchors, corpus, depth, show_progress_bar)
     else:
-        rankings = _bi_encoder_rankings(anchors, corpus, range_max, model, batch_size)
+        rankings = _bi_encoder_rankings(
+            anchors, corpus, positives, depth, model, batch_size, cache_folder, show_progress_bar
+        )
+    rng = random.Random(seed)
     negatives = []
-    for anchor, ranking, positive in zip(anchors, rankings, positives):
-        positive_texts = {corpus[i] for i in positive} | {anchor}
-        candidates = [i for i in ranking[range_min:range_max] if i not in positive and corpus[i] not in positive_texts]
-        negatives.append(list(dict.fromkeys(candidates))[:num_negatives])
+    for anchor, ranking, positive, skip in zip(anchors, rankings, positives, exclude):
+        banned, banned_texts = positive | skip, {corpus[i] for i in positive} | {anchor}
+        candidates = [i for i in dict.fromkeys(ranking) if i not in banned and corpus[i] not in banned_texts]
+        window = candidates[range_min:range_max]
+        if sampling == "random" and len(window) > num_negatives:
+            window = sorted(rng.sample(window, num_negatives), key=window.index)
+        negatives.append(window[:num_negatives])
+    short = sum(len(found) < num_negatives for found in negatives)
+    if short:
+        logger.warning(f"{short} of {len(anchors)} anchors got fewer than {num_negatives} mined negatives.")
     return negatives
 
 
@@ -95,9 +157,9 @@ def mine_negative_ids(
     corpus: Mapping[str, str],
     qrels: Mapping[str, Mapping[str, int]],
     num_negatives: int,
-    **kwargs,
+    **kwargs: Any,
 ) -> dict[str, list[str]]:
-    """:func:`mine_negatives` for a BEIR set: ``{query id: [negative corpus ids]}``."""
+    """:func:`mine_negatives` for a BEIR set: ``{query id: [negative corpus ids]}``; kwargs go to it."""
     doc_ids = list(corpus)
     position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     query_ids = list(queries)

@@ -9,19 +9,30 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
+# Hugging Face SNLI / MultiNLI / GLUE class ids; -1 marks pairs without a gold label.
+NLI_LABEL_IDS = {0: "entailment", 1: "neutral", 2: "contradiction"}
 
 
 def _open_text(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
-def read_rows(path: str) -> list[dict]:
-    """Rows of a ``.jsonl`` / ``.jsonl.gz`` / ``.csv`` / ``.tsv`` file, or of a saved HF ``datasets`` folder."""
+def read_rows(path: Any) -> list[dict]:
+    """Rows of a ``.jsonl`` / ``.jsonl.gz`` / ``.csv`` / ``.tsv`` file, a saved HF ``datasets`` folder, or a
+    ``datasets.Dataset`` object (e.g. from ``load_dataset``)."""
+    if not isinstance(path, str):
+        if not hasattr(path, "column_names"):
+            raise TypeError(f"Expected a data file, a datasets folder or a Dataset, got {type(path).__name__}.")
+        return [dict(row) for row in path]
     if os.path.isdir(path):
         from datasets import load_from_disk
 
@@ -58,14 +69,32 @@ def read_sts(path: str, normalize: bool = True) -> list[dict]:
     ]
 
 
-def read_nli(path: str) -> list[dict]:
-    """NLI rows ``{premise, hypothesis, label}`` with label in entailment / neutral / contradiction."""
+def read_nli(path: Any) -> list[dict]:
+    """NLI rows ``{premise, hypothesis, label}`` with label in entailment / neutral / contradiction.
+
+    Integer labels (also as strings, e.g. from a csv) follow the Hugging Face convention 0 / 1 / 2 =
+    entailment / neutral / contradiction; rows labelled -1 (no gold label) are skipped with a warning.
+    """
     rows = read_rows(path)
-    _require(rows, ("premise", "hypothesis", "label"), path)
+    source = path if isinstance(path, str) else type(path).__name__
+    _require(rows, ("premise", "hypothesis", "label"), source)
+    out, unlabelled = [], 0
     for i, row in enumerate(rows):
-        if row["label"] not in NLI_LABELS:
-            raise ValueError(f"{path}: row {i} has label {row['label']!r}; expected one of {NLI_LABELS}.")
-    return [{"premise": row["premise"], "hypothesis": row["hypothesis"], "label": row["label"]} for row in rows]
+        label = row["label"]
+        if isinstance(label, str) and label.lstrip("-").isdigit():
+            label = int(label)
+        if label == -1:
+            unlabelled += 1
+            continue
+        label = NLI_LABEL_IDS.get(label, label) if isinstance(label, int) else label
+        if label not in NLI_LABELS:
+            raise ValueError(
+                f"{source}: row {i} has label {row['label']!r}; expected one of {NLI_LABELS} or their ids 0 / 1 / 2."
+            )
+        out.append({"premise": row["premise"], "hypothesis": row["hypothesis"], "label": label})
+    if unlabelled:
+        logger.warning(f"{source}: skipped {unlabelled} rows labelled -1 (no gold label).")
+    return out
 
 
 @dataclass

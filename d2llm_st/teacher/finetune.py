@@ -69,16 +69,10 @@ def _data_fingerprint(pairs: Sequence[LabelledPair]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _epoch_batches(encoded: Sequence[EncodedPair], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """A shuffled epoch in batches of similar length (sorted within windows of 16 batches): less padding on CPU."""
-    generator = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(encoded), generator=generator).tolist()
-    window = batch_size * 16
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: len(encoded[i].input_ids))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+def _epoch_batches(num_pairs: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: a permutation seeded by ``(seed, epoch)``, so a resumed run sees the same order."""
+    order = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return [order[start : start + batch_size] for start in range(0, num_pairs, batch_size)]
 
 
 def _train_step(
@@ -216,7 +210,7 @@ def finetune_teacher(
     running, history = [], []
     while step < total_steps:
         epoch, micro_start = divmod(step * config.gradient_accumulation_steps, micro_batches_per_epoch)
-        batches = _epoch_batches(encoded, config.batch_size, config.seed, epoch)
+        batches = _epoch_batches(len(encoded), config.batch_size, config.seed, epoch)
         for start in range(micro_start, len(batches), config.gradient_accumulation_steps):
             group = batches[start : start + config.gradient_accumulation_steps]
             loss = 0.0

@@ -1,0 +1,149 @@
+"""Evaluate a D2LLM student, a bi-encoder, a CrossEncoder or an LLM teacher on the same data and metrics.
+
+Tasks (``--data`` is a file, or a folder holding ``<split>.jsonl.gz``, for sts / nli; a BEIR folder for ir /
+answer-selection):
+
+  sts               Spearman and Pearson correlation with gold similarity (symmetric scores).
+  nli               AUC, average precision and best-threshold accuracy of entailment vs contradiction.
+  ir                Cosine search over the corpus, then the model reranks the top --candidate-k:
+                    NDCG@10, MRR@10, MAP, Recall@100 (and the first stage's own figures).
+  answer-selection  Rank each question's candidate list (candidates/<split>.tsv): MAP, MRR, NDCG@10.
+
+Scores: a D2LLM uses its IEM, a bi-encoder cosine, a CrossEncoder ``predict``, a teacher ``P(yes)``.
+--model-type is detected from the saved folder when left at auto.
+
+Example:
+  d2llm eval --model runs/student --task ir --data ../shared/data/ir/scifact --candidate-k 100 --output r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+COMMAND = "eval"
+HELP = "Evaluate a model (D2LLM, bi-encoder, cross-encoder, teacher) on STS, NLI, IR or answer selection."
+
+TASKS = ("sts", "nli", "ir", "answer-selection")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", required=True, help="Model folder (or hub id with an explicit --model-type).")
+    parser.add_argument(
+        "--model-type",
+        default="auto",
+        choices=["auto", "d2llm", "bi-encoder", "cross-encoder", "teacher"],
+        help="How to load and score with the model (default: detected from the folder).",
+    )
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--data", required=True, help="Data file or folder (see above).")
+    parser.add_argument("--split", default="test", help="Split to evaluate (default: test).")
+    parser.add_argument("--limit", type=int, help="Evaluate a fixed random subset: N pairs (sts/nli) or N queries.")
+    parser.add_argument("--candidate-k", type=int, default=100, help="ir: first-stage candidates reranked per query.")
+    parser.add_argument(
+        "--first-stage",
+        help="ir: a bi-encoder or D2LLM folder whose cosine candidates are reranked (required for a cross-encoder "
+        "or teacher; default: the model itself).",
+    )
+    parser.add_argument("--first-stage-type", default="auto", help="--model-type of --first-stage.")
+    parser.add_argument("--max-corpus", type=int, help="ir: search only this many passages (relevant ones kept).")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the best available).")
+    parser.add_argument("--output", help="Write the metrics and the run's settings to this JSON file.")
+
+
+def pairs_file(path: str, split: str) -> str:
+    """``path`` itself, or the ``<split>`` file inside the folder ``path``."""
+    if not os.path.isdir(path):
+        return path
+    for extension in (".jsonl.gz", ".jsonl", ".csv", ".tsv"):
+        candidate = os.path.join(path, split + extension)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"{path} has no {split}.jsonl.gz / .jsonl / .csv / .tsv; pass the file or --split.")
+
+
+def build_evaluator(args: argparse.Namespace, name: str):
+    from d2llm_st.evaluation import (
+        IEMBinaryClassificationEvaluator,
+        IEMInformationRetrievalEvaluator,
+        IEMRerankingEvaluator,
+        IEMSimilarityEvaluator,
+        load_scorer,
+    )
+
+    common = dict(name=name, batch_size=args.batch_size, write_csv=False)
+    if args.task == "sts":
+        return IEMSimilarityEvaluator.from_file(pairs_file(args.data, args.split), limit=args.limit, **common)
+    if args.task == "nli":
+        return IEMBinaryClassificationEvaluator.from_nli_file(pairs_file(args.data, args.split), args.limit, **common)
+    if args.task == "answer-selection":
+        return IEMRerankingEvaluator.from_beir(args.data, args.split, limit=args.limit, **common)
+    first_stage = None
+    if args.first_stage:
+        first_stage = load_scorer(args.first_stage, args.first_stage_type, args.device, args.batch_size)
+    return IEMInformationRetrievalEvaluator.from_beir(
+        args.data,
+        args.split,
+        limit=args.limit,
+        max_corpus=args.max_corpus,
+        candidate_k=args.candidate_k,
+        first_stage=first_stage,
+        **common,
+    )
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Load, evaluate, and return ``{"settings": ..., "metrics": ...}`` (unprefixed metric names)."""
+    import time
+
+    from d2llm_st.evaluation import load_scorer
+
+    evaluator = build_evaluator(args, name="")
+    scorer = load_scorer(args.model, args.model_type, args.device, args.batch_size)
+    if args.task == "ir" and args.first_stage is None and scorer.model_type in ("cross-encoder", "teacher"):
+        raise SystemExit(f"error: a {scorer.model_type} cannot search a corpus; pass --first-stage PATH.")
+    start = time.perf_counter()
+    metrics = evaluator(scorer)
+    settings = {
+        "model": args.model,
+        "model_type": scorer.model_type,
+        "score": scorer.score_name,
+        "task": args.task,
+        "data": args.data,
+        "split": args.split,
+        "limit": args.limit,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if args.task == "ir":
+        settings.update(
+            candidate_k=args.candidate_k,
+            first_stage=args.first_stage or args.model,
+            queries=len(evaluator.queries),
+            corpus=len(evaluator.corpus),
+        )
+    return {"settings": settings, "metrics": metrics}
+
+
+def format_result(result: dict) -> str:
+    settings, metrics = result["settings"], result["metrics"]
+    lines = [
+        f"{settings['model']} ({settings['model_type']}, {settings['score']}) on {settings['task']}: {settings['data']}"
+    ]
+    if settings["task"] == "ir":
+        lines[0] += f" (candidate_k={settings['candidate_k']}, first stage: {settings['first_stage']})"
+    width = max(len(key) for key in metrics)
+    lines += [f"  {key:<{width}}  {value:.4f}" for key, value in metrics.items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate(args)
+    print(format_result(result))
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -1,0 +1,339 @@
+"""``D2LLMDistillLoss``: all of D2LLM's training terms as one sentence-transformers loss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+from torch import nn
+
+from d2llm_st.losses.contrastive_imitation import candidate_masks, contrastive_imitation_loss
+from d2llm_st.losses.feature_imitation import feature_imitation_loss
+from d2llm_st.losses.in_batch import in_batch_loss
+from d2llm_st.losses.rank_imitation import rank_correlation_loss, rank_pairwise_loss
+from d2llm_st.losses.word_level import TeacherAttention, word_level_loss
+from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
+from d2llm_st.modules.iem import check_task
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from d2llm_st.teacher.base import Teacher
+
+logger = logging.getLogger(__name__)
+
+TEXT_KEYS = ("text", "prompt")
+"""Keys that :class:`~d2llm_st.training.collator.D2LLMDataCollator` adds for word-level distillation."""
+
+
+class FalseNegativeFilter(Protocol):
+    """What the loss needs from a false-negative filter (see ``d2llm_st.data.false_negatives``)."""
+
+    mode: str
+
+    def mask(self, negative_scores: np.ndarray) -> np.ndarray: ...
+
+
+def _module(model: nn.Module, cls: type) -> nn.Module:
+    found = next((module for module in model.children() if isinstance(module, cls)), None)
+    if found is None:
+        raise ValueError(
+            f"D2LLM losses need a model with a {cls.__name__} module (build it with D2LLM.from_llm); this model's "
+            f"modules are {[type(module).__name__ for module in model.children()]}."
+        )
+    return found
+
+
+def set_trainable_parameters(model: SentenceTransformer, train_backbone: bool = False) -> dict[str, int]:
+    """Train PMA and IEM, and of the backbone only its LoRA weights (all of it with ``train_backbone``).
+
+    Returns:
+        The number of trainable parameters per module kind (``backbone``, ``lora``, ``pma``, ``iem``).
+    """
+    backbone = _module(model, LLMBackbone)
+    counts = {"backbone": 0, "lora": 0, "pma": 0, "iem": 0}
+    for name, parameter in backbone.named_parameters():
+        is_lora = "lora_" in name
+        parameter.requires_grad = train_backbone or is_lora
+        if parameter.requires_grad:
+            counts["lora" if is_lora else "backbone"] += parameter.numel()
+    for kind, cls in (("pma", PMAPooling), ("iem", IEM)):
+        for parameter in _module(model, cls).parameters():
+            parameter.requires_grad = True
+            counts[kind] += parameter.numel()
+    if not backbone.has_lora and not train_backbone:
+        logger.info("The backbone has no LoRA and train_backbone=False: only PMA and IEM train.")
+    return counts
+
+
+def split_labels(labels: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``label`` -> (teacher scores ``[B, C]``, teacher features ``[B, C, H]`` or None).
+
+    Accepts ``[B, C]`` scores, or ``[B, C, 1 + H]`` with each candidate's score followed by its features.
+    """
+    if labels is None:
+        raise ValueError(
+            "D2LLMDistillLoss needs teacher scores in the 'label' column: a list of 1 + K scores per row "
+            "(positive first), or [1 + K][1 + H] with features; build it with d2llm_st.data."
+        )
+    if labels.ndim == 2 and labels.shape[1] == n_candidates:
+        return labels.float(), None
+    if labels.ndim == 3 and labels.shape[1] == n_candidates and labels.shape[2] >= 2:
+        return labels[..., 0].float(), labels[..., 1:].float()
+    raise ValueError(
+        f"The label column must hold [{n_candidates}] teacher scores (positive, then {n_candidates - 1} negatives) "
+        f"or [{n_candidates}][1 + H] scores with features per row; got a batch of shape {tuple(labels.shape)}."
+    )
+
+
+class D2LLMDistillLoss(nn.Module):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        task: str = "asymmetric",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 0.01,
+        eta: float = 0.001,
+        temperature: float = 1.0,
+        in_batch_temperature: float = 1.0,
+        easy_negative_score: float = 0.0,
+        false_negative_filter: FalseNegativeFilter | None = None,
+        teacher: Teacher | None = None,
+        word_level_weight: float = 0.1,
+        word_level_temperature: float = 0.1,
+        train_backbone: bool = False,
+    ) -> None:
+        """D2LLM's distillation loss: in-batch contrastive + contrastive, rank and feature imitation of an
+        LLM teacher (+ optional word-level distillation), computed with the student's IEM.
+
+        With ``z`` the student IEM logit, ``s`` the teacher ``P(yes)``, ``B`` anchors and ``K`` hard
+        negatives per anchor (candidates ``c in {p, n_1..n_K}``)::
+
+            L = L_in-batch + alpha L_CI + beta L_RI_a + gamma L_RI_b + eta L_FI (+ w L_word)
+
+            L_in-batch = mean_i -log softmax_j(z(a_i, p_j) / tau_ib)[i]                      (B x B matrix)
+            L_CI       = mean_i -log softmax_c(z_ic w_ic / tau)[p],  w = s (positive), 1 - s (negatives)
+            L_RI_a     = mean_i 1 - Pearson_c(z_ic, s_ic)
+            L_RI_b     = mean_{i,k,j!=i} max(0, s_ik - s_easy) * -log sigmoid(z(a_i, n_ik) - z(a_i, p_j))
+            L_FI       = mean_i || G(h_i) - G(f_i) ||_F^2,  G = cosine Gram over the 1 + K pairs of anchor i,
+                         h = IEM hidden vectors, f = teacher features
+            L_word     = mean KL(teacher attention || softmax_j cos(q_tok, p_tok_j) / tau_w)   (MD2PR)
+
+        The teacher scores of in-batch (easy) negatives are not in the data, so ``s_easy`` is the constant
+        ``easy_negative_score`` (0: a random in-batch text is irrelevant). A false-negative filter flags
+        hard negatives whose teacher score looks like a positive's; flagged ones leave the CI / RI terms
+        (``mode="drop"``) or join the positives of CI (``mode="to_positive"``). The loss returns each
+        *weighted* term in a dict, so the trainer logs them separately and their sum is the total.
+
+        By default only LoRA, PMA and IEM weights train (``train_backbone=False`` freezes the rest of the
+        backbone when the loss is built).
+
+        Args:
+            model: A D2LLM student (LLMBackbone -> PMAPooling -> IEM).
+            task: ``asymmetric`` (query -> passage) or ``symmetric`` (NLI / STS): the IEM branch; one loss per
+                task, one task per batch (train several datasets with a dict of losses).
+            alpha, beta, gamma, eta: Weights of CI, RI a, RI b and FI (defaults from the D2LLM code).
+            temperature: ``tau`` of the CI softmax.
+            in_batch_temperature: ``tau_ib`` of the in-batch softmax.
+            easy_negative_score: ``s_easy``, the teacher score assumed for in-batch negatives in RI b.
+            false_negative_filter: ``d2llm_st.data.false_negatives.DynamicFalseNegativeFilter`` or ``None``.
+                Re-estimate its threshold during training with
+                :class:`~d2llm_st.training.callbacks.FalseNegativeFilterCallback`.
+            teacher: A :class:`~d2llm_st.teacher.base.Teacher` sharing the student's tokenizer; enables
+                word-level distillation (its attention maps are computed on the fly and cached).
+            word_level_weight: ``w``; 0 turns word-level distillation off.
+            word_level_temperature: ``tau_w`` of the student's token-similarity softmax.
+            train_backbone: Also train the backbone's base weights.
+
+        References:
+            - D2LLM: Liao et al., "D2LLM: Decomposed and Distilled Large Language Models for Semantic Search",
+              ACL 2024, https://arxiv.org/abs/2406.17262
+            - Word-level distillation and dynamic false-negative filtering: Li, Hai and Tang, "MD2PR: A
+              Multi-level Distillation based Dense Passage Retrieval Model", https://arxiv.org/abs/2312.16821
+
+        Requirements:
+            1. A D2LLM model (backbone -> PMA -> IEM).
+            2. Rows ``(anchor, positive, negative_1, ..., negative_K)`` with teacher scores in ``label``.
+            3. Word-level: :class:`~d2llm_st.training.collator.D2LLMDataCollator` (keeps the raw texts).
+
+        Inputs:
+            +---------------------------------------------+------------------------------------------------------+
+            | Texts                                       | Labels                                               |
+            +=============================================+======================================================+
+            | (anchor, positive, negative_1..negative_K)  | ``[s_p, s_n1, ..., s_nK]``                           |
+            +---------------------------------------------+------------------------------------------------------+
+            | (anchor, positive, negative_1..negative_K)  | ``[[s_p, *f_p], [s_n1, *f_n1], ...]`` (enables FI)   |
+            +---------------------------------------------+------------------------------------------------------+
+
+        Example:
+            ::
+
+                import d2llm_st
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformerTrainer
+                from d2llm_st import D2LLM
+                from d2llm_st.losses import D2LLMDistillLoss
+
+                model = D2LLM.from_llm("HuggingFaceTB/SmolLM2-135M-Instruct", lora_r=8)
+                train_dataset = Dataset.from_dict({
+                    "anchor": ["what is the capital of france?"],
+                    "positive": ["Paris is the capital of France."],
+                    "negative_1": ["Berlin is the capital of Germany."],
+                    "label": [[0.97, 0.05]],  # teacher P(yes) of (anchor, positive), (anchor, negative_1)
+                })
+                loss = D2LLMDistillLoss(model, task="asymmetric")
+                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
+                trainer.train()
+        """
+        super().__init__()
+        self.model = model
+        self.task = check_task(task)
+        for name, value in (("temperature", temperature), ("in_batch_temperature", in_batch_temperature)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}.")
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("eta", eta)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}.")
+        if word_level_weight < 0 or not word_level_temperature > 0:
+            raise ValueError("word_level_weight must be >= 0 and word_level_temperature > 0.")
+        self.alpha, self.beta, self.gamma, self.eta = alpha, beta, gamma, eta
+        self.temperature = temperature
+        self.in_batch_temperature = in_batch_temperature
+        self.easy_negative_score = easy_negative_score
+        self.false_negative_filter = false_negative_filter
+        self.word_level_weight = word_level_weight
+        self.word_level_temperature = word_level_temperature
+        self.train_backbone = train_backbone
+        self.iem: IEM = _module(model, IEM)
+        self.backbone: LLMBackbone = _module(model, LLMBackbone)
+        self.word_level = None
+        if teacher is not None and word_level_weight > 0:
+            self.word_level = TeacherAttention(teacher, self.task, self.backbone.tokenizer)
+        self.observed_positive_scores: list[np.ndarray] = []
+        """Teacher scores of the positives trained on since the filter's last update (only with a filter)."""
+        self._warned_no_features = False
+        set_trainable_parameters(model, train_backbone=train_backbone)
+
+    def _embed(self, sentence_features: list[dict[str, Any]]) -> tuple[dict, torch.Tensor, dict]:
+        """Anchor output, candidate embeddings ``[B, C, d]``, and the positive's output (token states)."""
+
+        def model_inputs(features: dict) -> dict:
+            return {key: value for key, value in features.items() if key not in TEXT_KEYS}
+
+        anchor = self.model(model_inputs(sentence_features[0]))
+        candidates = [model_inputs(features) for features in sentence_features[1:]]
+        merged = merge_feature_batches(candidates) if len(candidates) > 1 else None
+        if merged is None:
+            outputs = [self.model(features) for features in candidates]
+            embeddings = torch.stack([output["sentence_embedding"] for output in outputs], dim=1)
+            return anchor, embeddings, outputs[0]
+        output = self.model(merged)
+        batch = anchor["sentence_embedding"].shape[0]
+        embeddings = output["sentence_embedding"].reshape(len(candidates), batch, -1).transpose(0, 1)
+        positive = {key: output[key][:batch] for key in ("token_embeddings", "attention_mask")}
+        return anchor, embeddings, positive
+
+    def _false_negatives(self, teacher_scores: torch.Tensor) -> torch.Tensor | None:
+        """``[B, K]`` bool: hard negatives the filter flags as false negatives (None without a filter)."""
+        if self.false_negative_filter is None:
+            return None
+        self.observed_positive_scores.append(teacher_scores[:, 0].detach().cpu().numpy())
+        if teacher_scores.shape[1] < 2:
+            return None
+        flagged = self.false_negative_filter.mask(teacher_scores[:, 1:].detach().cpu().numpy())
+        return torch.as_tensor(np.asarray(flagged, dtype=bool), device=teacher_scores.device)
+
+    def forward(self, sentence_features: Iterable[dict[str, Any]], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        sentence_features = list(sentence_features)
+        if len(sentence_features) < 2:
+            raise ValueError(
+                "D2LLMDistillLoss needs (anchor, positive, negative_1..negative_K) columns, got "
+                f"{len(sentence_features)}."
+            )
+        n_candidates = len(sentence_features) - 1
+        teacher_scores, teacher_features = split_labels(labels, n_candidates)
+        anchor, candidates, positive = self._embed(sentence_features)
+        anchors = anchor["sentence_embedding"]
+        logits, hidden = self.iem.logits(anchors[:, None, :], candidates, self.task, return_hidden=True)
+        in_batch_logits = self.iem.pairwise_logits(anchors, candidates[:, 0], self.task)
+
+        false_negatives = self._false_negatives(teacher_scores)
+        to_positive = getattr(self.false_negative_filter, "mode", "drop") == "to_positive"
+        positive_mask, valid_mask = candidate_masks(logits.shape, logits.device, false_negatives, to_positive)
+
+        terms = {"in_batch": in_batch_loss(in_batch_logits, self.in_batch_temperature)}
+        if n_candidates > 1:
+            if self.alpha:
+                terms["contrastive_imitation"] = self.alpha * contrastive_imitation_loss(
+                    logits, teacher_scores, self.temperature, positive_mask, valid_mask
+                )
+            if self.beta:
+                terms["rank_imitation_pearson"] = self.beta * rank_correlation_loss(logits, teacher_scores, valid_mask)
+            if self.gamma and anchors.shape[0] > 1:
+                batch = anchors.shape[0]
+                off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=logits.device)
+                terms["rank_imitation_pairwise"] = self.gamma * rank_pairwise_loss(
+                    logits[:, 1:],
+                    in_batch_logits[off_diagonal].reshape(batch, batch - 1),
+                    teacher_scores[:, 1:],
+                    self.easy_negative_score,
+                    hard_mask=valid_mask[:, 1:],
+                )
+        if self.eta:
+            if teacher_features is not None:
+                terms["feature_imitation"] = self.eta * feature_imitation_loss(hidden, teacher_features)
+            elif not self._warned_no_features:
+                logger.warning("eta > 0 but the labels hold no teacher features: feature imitation is skipped.")
+                self._warned_no_features = True
+        if self.word_level is not None:
+            attention, passage_mask = self.word_level.aligned(
+                sentence_features[0],
+                sentence_features[1],
+                self.backbone.tokenizer,
+                self.backbone.max_seq_length,
+                anchor["token_embeddings"].shape[1],
+                positive["token_embeddings"].shape[1],
+            )
+            terms["word_level"] = self.word_level_weight * word_level_loss(
+                anchor["token_embeddings"],
+                positive["token_embeddings"],
+                attention,
+                passage_mask & positive["attention_mask"].bool(),
+                self.word_level_temperature,
+            )
+        return terms
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "eta": self.eta,
+            "temperature": self.temperature,
+            "in_batch_temperature": self.in_batch_temperature,
+            "easy_negative_score": self.easy_negative_score,
+            "false_negative_filter": None
+            if self.false_negative_filter is None
+            else getattr(self.false_negative_filter, "mode", type(self.false_negative_filter).__name__),
+            "word_level_weight": self.word_level_weight if self.word_level is not None else 0.0,
+            "word_level_temperature": self.word_level_temperature,
+            "train_backbone": self.train_backbone,
+        }
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{liao2024d2llm,
+    title = {{D2LLM}: Decomposed and Distilled Large Language Models for Semantic Search},
+    author = {Liao, Zihan and Yu, Hang and Li, Jianguo and Wang, Jun and Zhang, Wei},
+    booktitle = {Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics},
+    year = {2024},
+    url = {https://arxiv.org/abs/2406.17262},
+}
+"""

@@ -1,0 +1,369 @@
+"""The distillation pipeline behind ``d2llm distill``: teacher scores -> student training -> evaluation -> save.
+
+:func:`distill` runs one :class:`~d2llm_st.training.config.DistillConfig`:
+
+1. load the teacher and build each training set (``anchor, positive, negative_1..K, label``) with the
+   teacher's scores (and features), cached on disk by the teacher's score cache;
+2. build the student and one :class:`~d2llm_st.losses.D2LLMDistillLoss` per dataset (each dataset is one
+   task, so each batch uses one IEM branch), and train them together with ``SentenceTransformerTrainer``
+   (multi-dataset batch sampler), resuming from the newest checkpoint in the output folder if there is one;
+3. evaluate on the configured sets (IEM scores) and save the model with its card and a ``results.json``.
+
+``mode="baseline"`` trains the same backbone with mean pooling and ``MultipleNegativesRankingLoss`` on
+the same rows for the same steps (cosine scores); ``mode="untrained"`` only evaluates the fresh student.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import transformers
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.sampler import BatchSamplers
+from transformers.trainer_utils import get_last_checkpoint
+
+from d2llm_st.losses import D2LLMDistillLoss
+from d2llm_st.model import D2LLM, PROMPT_NAMES
+from d2llm_st.modules import LLMBackbone
+from d2llm_st.training.callbacks import FalseNegativeFilterCallback
+from d2llm_st.training.collator import D2LLMDataCollator
+from d2llm_st.training.config import DatasetConfig, DistillConfig, StudentConfig, resolve_model_path
+from d2llm_st.training.evaluation import build_evaluator, evaluate
+from d2llm_st.training.model_card import DistillationCardData, add_card_section
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from d2llm_st.teacher.base import Teacher
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "distill_config.yaml"
+RESULTS_NAME = "results.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class DistillResult:
+    """What a run produced: the saved model folder (``None`` for ``untrained``), the scores and the step count."""
+
+    output_dir: str
+    model_dir: str | None
+    scores: dict[str, dict[str, float]]
+    steps: int
+    train_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _model_kwargs(config: StudentConfig) -> dict[str, Any] | None:
+    return {"dtype": getattr(torch, config.dtype)} if config.dtype else None
+
+
+def build_student(config: StudentConfig) -> D2LLM:
+    """A fresh D2LLM student from the config (PMA and IEM randomly initialised from the current seed)."""
+    return D2LLM.from_llm(
+        resolve_model_path(config.model),
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_target_modules=config.lora_target_modules,
+        pma_heads=config.pma_heads,
+        pma_seeds=config.pma_seeds,
+        pma_attention_scale=config.pma_attention_scale,
+        iem_hidden_dim=config.iem_hidden_dim,
+        iem_dropout=config.iem_dropout,
+        max_seq_length=config.max_seq_length,
+        bidirectional_from_layer=config.bidirectional_from_layer,
+        query_prompt=config.query_prompt,
+        passage_prompt=config.passage_prompt,
+        symmetric_prompt=config.symmetric_prompt,
+        model_kwargs=_model_kwargs(config),
+    )
+
+
+def build_baseline(config: StudentConfig) -> SentenceTransformer:
+    """The comparison model: the student's backbone (same LoRA, prompts) with mean pooling instead of PMA + IEM."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if config.lora_r is None:
+        raise ValueError(
+            "mode='baseline' needs student.lora_r: mean pooling has no weights, so with a frozen backbone "
+            "nothing would train. Set student.lora_r (the distilled student should use the same)."
+        )
+    backbone = LLMBackbone(
+        resolve_model_path(config.model),
+        max_seq_length=config.max_seq_length,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_target_modules=config.lora_target_modules,
+        bidirectional_from_layer=config.bidirectional_from_layer,
+        model_kwargs=_model_kwargs(config),
+    )
+    prompts = {
+        PROMPT_NAMES[role]: prompt
+        for role, prompt in (
+            ("query", config.query_prompt),
+            ("passage", config.passage_prompt),
+            ("symmetric", config.symmetric_prompt),
+        )
+        if prompt is not None
+    }
+    pooling = Pooling(backbone.get_embedding_dimension(), pooling_mode="mean")
+    # encode() without a prompt name (how bi-encoders embed symmetric texts) then uses the symmetric prompt.
+    default_prompt = PROMPT_NAMES["symmetric"] if PROMPT_NAMES["symmetric"] in prompts else None
+    return SentenceTransformer(modules=[backbone, pooling], prompts=prompts, default_prompt_name=default_prompt)
+
+
+def column_prompts(config: DistillConfig, columns: list[str], task: str) -> dict[str, str]:
+    """The prompt of each text column: symmetric sets use the symmetric prompt everywhere; asymmetric sets the
+    query prompt for the anchor and the passage prompt for the candidates (as ``D2LLM.predict`` does)."""
+    student = config.student
+    prompts = {}
+    for column in columns:
+        if column == "label":
+            continue
+        if task == "symmetric":
+            prompt = student.symmetric_prompt
+        else:
+            prompt = student.query_prompt if column == "anchor" else student.passage_prompt
+        if prompt is not None:
+            prompts[column] = prompt
+    return prompts
+
+
+def load_teacher_from_config(config: DistillConfig):
+    """The configured teacher, with its score cache in the output folder unless the config names one."""
+    from d2llm_st.teacher import load_teacher
+
+    teacher_config = config.teacher
+    cache = teacher_config.cache or os.path.join(config.training.output_dir, "teacher_scores.sqlite")
+    kwargs: dict[str, Any] = {"cache": cache}
+    if teacher_config.max_length is not None:
+        kwargs["max_length"] = teacher_config.max_length
+    if teacher_config.dtype != "auto":
+        kwargs["dtype"] = teacher_config.dtype
+    try:
+        return load_teacher(resolve_model_path(teacher_config.model), kind=teacher_config.kind, **kwargs)
+    except OSError as error:
+        raise OSError(
+            f"Could not load the teacher teacher.model={teacher_config.model!r}: {error}\nFine-tune one with "
+            "`d2llm teacher-train ... --output DIR` and set teacher.model to DIR, or use "
+            "teacher.model=bundled:smollm2 for the zero-shot SmolLM2 teacher."
+        ) from error
+
+
+def build_training_dataset(dataset: DatasetConfig, teacher: Teacher, with_features: bool, batch_size: int) -> Dataset:
+    """One training set (anchor, positive, negative_1..K, label), built by ``d2llm_st.data``."""
+    from d2llm_st.data import build_distillation_dataset
+
+    return build_distillation_dataset(
+        kind=dataset.type,
+        path=dataset.path,
+        split=dataset.split,
+        teacher=teacher,
+        num_negatives=dataset.num_negatives,
+        limit=dataset.limit,
+        return_features=with_features,
+        batch_size=batch_size,
+        **dataset.builder,
+    )
+
+
+def make_false_negative_filter(config: DistillConfig):
+    if config.mode != "distill" or not config.false_negatives.enabled:
+        return None
+    from d2llm_st.data.false_negatives import DynamicFalseNegativeFilter
+
+    return DynamicFalseNegativeFilter(mode=config.false_negatives.mode, **config.false_negatives.options)
+
+
+def mixed_precision(bf16: bool, fp16: bool) -> tuple[bool, bool]:
+    """The requested ``(bf16, fp16)`` where a CUDA device supports them; otherwise float32, with a warning."""
+    cuda = torch.cuda.is_available()
+    if bf16 and not (cuda and torch.cuda.is_bf16_supported()):
+        logger.warning("training.bf16 is on but no CUDA device here supports bfloat16: training in float32.")
+        bf16 = False
+    if fp16 and not cuda:
+        logger.warning("training.fp16 is on but there is no CUDA device: training in float32.")
+        fp16 = False
+    return bf16, fp16
+
+
+def training_arguments(
+    config: DistillConfig, prompts: dict[str, dict[str, str]]
+) -> SentenceTransformerTrainingArguments:
+    training = config.training
+    bf16, fp16 = mixed_precision(training.bf16, training.fp16)
+    return SentenceTransformerTrainingArguments(
+        output_dir=training.output_dir,
+        max_steps=training.max_steps,
+        num_train_epochs=training.num_train_epochs,
+        per_device_train_batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        warmup_steps=training.warmup_ratio,  # a float below 1 is a fraction of the steps (transformers 5)
+        weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm,
+        bf16=bf16,
+        fp16=fp16,
+        gradient_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if training.gradient_checkpointing else None,
+        save_strategy="steps",
+        save_steps=training.save_steps,
+        save_total_limit=training.save_total_limit,
+        logging_steps=training.logging_steps,
+        seed=training.seed,
+        data_seed=training.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        multi_dataset_batch_sampler=training.multi_dataset_batch_sampler,
+        prompts=prompts,
+        report_to="none",
+        eval_strategy="no",
+        **training.extra,
+    )
+
+
+def distill(
+    config: DistillConfig,
+    train_datasets: dict[str, Dataset] | None = None,
+    teacher: Teacher | None = None,
+    resume: bool = True,
+) -> DistillResult:
+    """Run one distillation (or baseline / untrained evaluation) as configured; see the module docstring.
+
+    Args:
+        config: The run.
+        train_datasets: Ready training sets by dataset name (rows ``anchor, positive, negative_1..K, label``),
+            instead of building them from ``config.datasets`` with the teacher; the names must match
+            ``config.datasets`` (which gives each set's task).
+        teacher: A loaded teacher instead of ``config.teacher`` (used to build the data and for word-level
+            distillation).
+        resume: Continue from the newest checkpoint in ``training.output_dir`` if there is one.
+    """
+    output_dir = config.training.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    config.save(os.path.join(output_dir, CONFIG_NAME))
+    transformers.set_seed(config.training.seed)
+    evaluators = [build_evaluator(eval_set, config.evaluation.batch_size) for eval_set in config.evaluation.sets]
+
+    if config.mode == "untrained":
+        model = build_student(config.student)
+        scores = evaluate(model, evaluators)
+        return _finish(config, DistillResult(output_dir, None, scores, steps=0))
+    if not config.datasets:
+        raise ValueError("The config lists no training datasets; add at least one under 'datasets'.")
+
+    distilling = config.mode == "distill"
+    word_level = distilling and config.loss.word_level_weight > 0
+    if teacher is None and (train_datasets is None or word_level):
+        teacher = load_teacher_from_config(config)
+    teacher_identity = teacher.identity if teacher is not None else None
+    if train_datasets is None:
+        with_features = distilling and config.teacher.features and config.loss.eta > 0
+        datasets = {
+            dataset.name: build_training_dataset(dataset, teacher, with_features, config.teacher.batch_size)
+            for dataset in config.datasets
+        }
+    else:
+        expected = [dataset.name for dataset in config.datasets]
+        if sorted(train_datasets) != sorted(expected):
+            raise ValueError(
+                f"train_datasets has {sorted(train_datasets)} but config.datasets names {sorted(expected)}: each "
+                "training set needs its config entry (it gives the task)."
+            )
+        datasets = dict(train_datasets)
+    tasks = {dataset.name: dataset.task for dataset in config.datasets}
+    prompts = {name: column_prompts(config, datasets[name].column_names, tasks[name]) for name in datasets}
+
+    transformers.set_seed(config.training.seed)
+    callbacks = []
+    if distilling:
+        model = build_student(config.student)
+        false_negative_filter = make_false_negative_filter(config)
+        loss_config = config.loss
+        losses = {
+            name: D2LLMDistillLoss(
+                model,
+                task=tasks[name],
+                alpha=loss_config.alpha,
+                beta=loss_config.beta,
+                gamma=loss_config.gamma,
+                eta=loss_config.eta,
+                temperature=loss_config.temperature,
+                in_batch_temperature=loss_config.in_batch_temperature,
+                easy_negative_score=loss_config.easy_negative_score,
+                false_negative_filter=false_negative_filter,
+                teacher=teacher if word_level else None,
+                word_level_weight=loss_config.word_level_weight,
+                word_level_temperature=loss_config.word_level_temperature,
+                train_backbone=loss_config.train_backbone,
+            )
+            for name in datasets
+        }
+        if false_negative_filter is not None:
+            callbacks.append(FalseNegativeFilterCallback(losses.values(), config.false_negatives.update_every_steps))
+    else:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        model = build_baseline(config.student)
+        datasets = {name: dataset.remove_columns("label") for name, dataset in datasets.items()}
+        losses = {name: MultipleNegativesRankingLoss(model) for name in datasets}
+    if not word_level:
+        teacher = None  # scores are in the datasets; free the teacher's memory for training
+
+    args = training_arguments(config, prompts)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets,
+        loss=losses,
+        data_collator=D2LLMDataCollator(
+            preprocess_fn=model.preprocess,
+            prompts=args.prompts,
+            text_columns=("anchor", "positive") if word_level else (),
+        ),
+        callbacks=callbacks,
+    )
+    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
+    if checkpoint:
+        logger.info(f"Resuming from {checkpoint}")
+        for callback in callbacks:
+            callback.load_state(checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+
+    scores = evaluate(model, evaluators)
+    model_dir = os.path.join(output_dir, MODEL_DIR)
+    model.save_pretrained(model_dir)
+    card = DistillationCardData(
+        config=config,
+        teacher_identity=teacher_identity if distilling else None,
+        dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
+        scores=scores,
+        steps=train_output.global_step,
+        filter_history=callbacks[0].history if callbacks else [],
+    )
+    add_card_section(model_dir, card.to_markdown())
+    result = DistillResult(output_dir, model_dir, scores, train_output.global_step, dict(train_output.metrics))
+    return _finish(config, result)
+
+
+def _finish(config: DistillConfig, result: DistillResult) -> DistillResult:
+    path = os.path.join(config.training.output_dir, RESULTS_NAME)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(
+            {
+                "mode": config.mode,
+                "steps": result.steps,
+                "scores": result.scores,
+                "train_metrics": result.train_metrics,
+                "model_dir": result.model_dir,
+            },
+            f,
+            indent=2,
+        )
+    logger.info(f"Results written to {path}")
+    return result

@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end on tiny inputs and write what the docs are built from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from d2llm_st import D2LLM
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+
+
+def run_script(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, name), *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_speed_benchmark_writes_json_table_and_plot(tiny_llama, tmp_path):
+    out = tmp_path / "speed"
+    stdout = run_script(
+        "speed.py",
+        *("--device", "cpu", "--shapes", "tiny", "--tokenizer", tiny_llama, "--n", "3", "12"),
+        *("--corpus-size", "4", "--passage-tokens", "12", "--query-tokens", "10", "--repeats", "2"),
+        *("--output-dir", str(out)),
+    )
+    result = json.loads((out / "speed.json").read_text())
+    run = result["runs"][0]
+    assert result["machine"]["device"] == "cpu" and "speed.py" in result["machine"]["command"]
+    assert [row["n"] for row in run["rerank"]] == [3, 12]
+    for row in run["rerank"]:
+        assert row["ce_ms"] > 0 and row["d2llm_fast_ms"] > 0 and row["iem_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["ce_ms"] / row["d2llm_fast_ms"])
+    assert run["corpus"]["passages_per_s"] > 0
+    assert run["fast_vs_plain_relative_error"] < 1e-5  # float32 on the CPU: the fast path is the plain one
+    assert "| tiny | 12 |" in stdout and (out / "benchmark_latency.png").stat().st_size > 10_000
+    report = run_script("speed.py", "--report", str(out / "speed.json"), "--plot", str(tmp_path / "p.png"))
+    assert "| tiny | 3 |" in report and (tmp_path / "p.png").exists()
+
+
+def test_quality_table_runs_every_cell(tiny_llama, minilm, shared_data, tmp_path):
+    torch.manual_seed(0)
+    student = tmp_path / "student"
+    D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=16, device="cpu").save_pretrained(str(student))
+    out = tmp_path / "quality"
+    args = ["--data", shared_data, "--output-dir", str(out), "--student", str(student), "--bi-encoder", minilm]
+    args += ["--tasks", "stsb", "scifact", "--limit", "20", "--limit-queries", "3", "--max-corpus", "30"]
+    stdout = run_script("quality_table.py", *args, "--candidate-k", "5", "--device", "cpu")
+    table = (out / "quality_table.md").read_text()
+    assert table in stdout + "\n" and "Quick check on subsets" in table
+    assert "| D2LLM student (IEM): `student` |" in table and "| BERT bi-encoder (cosine): `model` |" in table
+    cell = json.loads((out / "student-scifact.json").read_text())
+    assert cell["settings"]["first_stage"] == minilm and cell["settings"]["candidate_k"] == 5
+    assert cell["command"] in table and "--first-stage" in cell["command"]
+    assert f"{100 * cell['metrics']['ndcg@10']:.1f}" in table

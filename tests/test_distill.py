@@ -1,0 +1,412 @@
+"""The distillation pipeline on a tiny LLM: config round trips, training, evaluation, saving, resuming, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import shutil
+
+import pytest
+import torch
+from datasets import Dataset
+
+from d2llm_st.training import (
+    DatasetConfig,
+    DistillConfig,
+    EvalSetConfig,
+    EvaluationConfig,
+    FalseNegativeConfig,
+    StudentConfig,
+    TeacherConfig,
+    TrainingConfig,
+    distill,
+)
+from d2llm_st.training.evaluation import build_evaluator, evaluate
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread; two threads on a busy 2-core machine spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_jsonl_gz(path: str, rows: list[dict]) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory) -> dict[str, str]:
+    """Tiny STS / NLI / answer-selection files in the shared data formats (words from the tiny vocabulary)."""
+    root = tmp_path_factory.mktemp("eval-data")
+    sts = write_jsonl_gz(
+        str(root / "sts" / "dev.jsonl.gz"),
+        [
+            {"sentence1": "the cat sat on the mat", "sentence2": "a cat sat on a mat", "score": 5.0},
+            {"sentence1": "the dog ran", "sentence2": "a dog ran fast", "score": 4.0},
+            {"sentence1": "the man cooks food", "sentence2": "the chef cooks pizza", "score": 3.0},
+            {"sentence1": "rain in winter", "sentence2": "the team play football", "score": 0.5},
+            {"sentence1": "the bird flew", "sentence2": "the fish swam in the river", "score": 1.0},
+        ],
+    )
+    nli = write_jsonl_gz(
+        str(root / "nli" / "dev.jsonl.gz"),
+        [
+            {"premise": "the boy play football", "hypothesis": "the boy play a game", "label": "entailment"},
+            {"premise": "the woman drives a car", "hypothesis": "the woman is on the road", "label": "entailment"},
+            {"premise": "the cat sat", "hypothesis": "the cat ran", "label": "contradiction"},
+            {"premise": "the sun is hot", "hypothesis": "the sun is cold", "label": "contradiction"},
+            {"premise": "the dog ran", "hypothesis": "the dog is fast", "label": "neutral"},
+        ],
+    )
+    beir = root / "qa"
+    write_jsonl_gz(
+        str(beir / "corpus.jsonl.gz"),
+        [
+            {"_id": "d1", "title": "", "text": "paris is the capital of france"},
+            {"_id": "d2", "title": "", "text": "the river sea water"},
+            {"_id": "d3", "title": "", "text": "the drug decreases the disease"},
+            {"_id": "d4", "title": "", "text": "the gene and the cell"},
+        ],
+    )
+    write_jsonl_gz(
+        str(beir / "queries.jsonl.gz"),
+        [{"_id": "q1", "text": "what is the capital of france"}, {"_id": "q2", "text": "which drug"}],
+    )
+    for folder, rows in (
+        ("qrels", [("q1", "d1", 1), ("q2", "d3", 1)]),
+        ("candidates", [("q1", "d1", 1), ("q1", "d2", 0), ("q2", "d3", 1), ("q2", "d4", 0), ("q2", "d2", 0)]),
+    ):
+        os.makedirs(beir / folder, exist_ok=True)
+        with open(beir / folder / "dev.tsv", "w") as f:
+            f.write("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+    return {"sts": sts, "nli": nli, "qa": str(beir)}
+
+
+NLI_ROWS = {
+    "anchor": ["the boy play football", "the woman drives a car", "the cat sat on the mat", "the chef cooks pizza"],
+    "positive": ["the boy play a game", "the woman is on the road", "a cat sat", "a man cooks food"],
+    "negative_1": ["the boy is in the kitchen", "the woman eat bread", "the dog ran", "the chef is cold"],
+    "negative_2": ["rain and sun", "the bird flew", "the sky is blue", "the car drives fast"],
+}
+QA_ROWS = {
+    "anchor": ["what is the capital of france", "which drug", "where is the river", "who cooks pizza"],
+    "positive": ["paris is the capital", "the drug decreases the disease", "the river sea", "the chef cooks pizza"],
+    "negative_1": ["the capital of europe", "the gene", "the city", "the food"],
+}
+
+
+def train_datasets(with_features: bool = False) -> dict[str, Dataset]:
+    nli_labels = [[0.9, 0.3, 0.05], [0.8, 0.2, 0.1], [0.95, 0.6, 0.02], [0.7, 0.4, 0.1]]
+    if with_features:
+        generator = torch.Generator().manual_seed(0)
+        nli_labels = [[[s, *torch.randn(5, generator=generator).tolist()] for s in row] for row in nli_labels]
+    qa_labels = [[0.9, 0.3], [0.8, 0.2], [0.7, 0.1], [0.85, 0.5]]
+    return {
+        "nli_toy": Dataset.from_dict({**NLI_ROWS, "label": nli_labels}),
+        "qa_toy": Dataset.from_dict({**QA_ROWS, "label": qa_labels}),
+    }
+
+
+def make_config(tiny_llama: str, eval_data: dict[str, str], output_dir: str, **training) -> DistillConfig:
+    return DistillConfig(
+        student=StudentConfig(
+            model=tiny_llama,
+            lora_r=4,
+            lora_dropout=0.0,
+            pma_heads=4,
+            iem_hidden_dim=16,
+            max_seq_length=32,
+            query_prompt="query ? ",
+            passage_prompt="passage ? ",
+            symmetric_prompt="text ? ",
+        ),
+        teacher=TeacherConfig(model=tiny_llama, batch_size=4),
+        datasets=[
+            DatasetConfig(name="nli_toy", type="nli", path="unused", num_negatives=2),
+            DatasetConfig(name="qa_toy", type="beir", path="unused", num_negatives=1),
+        ],
+        false_negatives=FalseNegativeConfig(enabled=False),
+        training=TrainingConfig(
+            output_dir=output_dir,
+            **{"max_steps": 4, "batch_size": 2, "save_steps": 2, "logging_steps": 1, "learning_rate": 1e-2, **training},
+        ),
+        evaluation=EvaluationConfig(
+            sets=[
+                EvalSetConfig(name="sts_toy", type="sts", path=eval_data["sts"]),
+                EvalSetConfig(name="nli_toy", type="nli", path=eval_data["nli"]),
+                EvalSetConfig(name="qa_toy", type="answer_selection", path=eval_data["qa"], split="dev"),
+            ],
+            batch_size=4,
+        ),
+    )
+
+
+def test_config_round_trips_and_overrides(tmp_path):
+    config = DistillConfig(
+        datasets=[DatasetConfig(name="snli", type="nli", path="data/snli.jsonl.gz", builder={"mining": "bm25"})],
+        evaluation=EvaluationConfig(sets=[EvalSetConfig(name="stsb", type="sts", path="stsb/dev.jsonl.gz")]),
+    )
+    for name in ("run.yaml", "run.json"):
+        config.save(str(tmp_path / name))
+        assert DistillConfig.load(str(tmp_path / name)) == config
+    assert DistillConfig.from_yaml(config.to_yaml()) == config
+
+    changed = config.with_overrides(["loss.alpha=0", "datasets.snli.limit=100", "training.bf16=true", "mode=baseline"])
+    values = (changed.loss.alpha, changed.datasets[0].limit, changed.training.bf16, changed.mode)
+    assert values == (0, 100, True, "baseline")
+    assert config.loss.alpha == 1.0 and changed.datasets[0].task == "symmetric"
+
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['alhpa'\] in config.loss"):
+        DistillConfig.from_dict({"loss": {"alhpa": 1}})
+    with pytest.raises(ValueError, match="no key 'alhpa'"):
+        config.with_overrides(["loss.alhpa=0"])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        config.with_overrides(["mode=fast"])
+    with pytest.raises(ValueError, match=r"datasets\[0\].type"):
+        DistillConfig.from_dict({"datasets": [{"name": "x", "type": "qa", "path": "p"}]})
+
+
+def test_distill_trains_evaluates_and_saves_a_documented_model(tiny_llama, eval_data, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from d2llm_st import D2LLM  # importing d2llm_st registers the modules for plain SentenceTransformer loading
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"))
+    result = distill(config, train_datasets=train_datasets(with_features=True))
+
+    assert result.steps == 4
+    assert set(result.scores) == {"sts_toy", "nli_toy", "qa_toy"}
+    assert -1 <= result.scores["sts_toy"]["spearman"] <= 1 and 0 <= result.scores["qa_toy"]["ndcg@10"] <= 1
+    saved = json.load(open(tmp_path / "run" / "results.json"))
+    assert saved["scores"] == result.scores and saved["steps"] == 4
+    assert DistillConfig.load(str(tmp_path / "run" / "distill_config.yaml")) == config
+
+    # Every term was logged separately; the dataset with features trained feature imitation too.
+    state = json.load(open(tmp_path / "run" / "checkpoint-4" / "trainer_state.json"))
+    logged = set().union(*(entry.keys() for entry in state["log_history"]))
+    assert {"in_batch", "contrastive_imitation", "rank_imitation_pearson", "word_level", "feature_imitation"} <= logged
+
+    # The saved model reloads both ways and reproduces the reported scores.
+    reloaded = D2LLM(result.model_dir, device="cpu")
+    plain = SentenceTransformer(result.model_dir, device="cpu")
+    assert [type(m).__name__ for m in plain] == ["LLMBackbone", "PMAPooling", "IEM"]
+    evaluators = [build_evaluator(eval_set) for eval_set in config.evaluation.sets]
+    for name, metrics in evaluate(reloaded, evaluators).items():
+        assert metrics == pytest.approx(result.scores[name], abs=1e-5), name
+    card = open(os.path.join(result.model_dir, "README.md")).read()
+    assert "## D2LLM distillation" in card and "LLMTeacher:" in card
+    assert "| nli_toy | nli | symmetric |" in card and "| qa_toy | beir | asymmetric |" in card
+    assert f"| qa_toy (dev) | answer_selection | ndcg@10 | {result.scores['qa_toy']['ndcg@10']:.4f} |" in card
+    assert "alpha=1.0, beta=1.0, gamma=0.01, eta=0.001" in card and "import d2llm_st" in card
+    assert card.index("## D2LLM distillation") < card.index("## Training Details")
+    assert "'label': 'passage ? '" not in card  # prompts only for text columns
+    first_features = train_datasets(with_features=True)["nli_toy"][0]["label"][0]
+    assert str(first_features[:3])[:-1] in card and str(first_features)[:-1] not in card  # features shortened
+
+
+def test_distill_resumes_from_the_last_checkpoint_after_a_kill(tiny_llama, eval_data, tmp_path, caplog):
+    from d2llm_st import D2LLM
+
+    full = distill(make_config(tiny_llama, eval_data, str(tmp_path / "full")), train_datasets(), resume=False)
+
+    # A run killed between step 2's checkpoint and the end: only checkpoint-2 is on disk. Start it again.
+    killed_dir = str(tmp_path / "killed")
+    shutil.copytree(full.output_dir, killed_dir)
+    for name in ("checkpoint-4", "model", "results.json"):
+        path = os.path.join(killed_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    with caplog.at_level(logging.INFO):
+        resumed = distill(make_config(tiny_llama, eval_data, killed_dir), train_datasets())
+    assert "Resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    assert resumed.steps == 4
+
+    full_model, resumed_model = D2LLM(full.model_dir, device="cpu"), D2LLM(resumed.model_dir, device="cpu")
+    for (name, a), (_, b) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
+        if name.startswith("1.") or name.startswith("2.") or "lora_" in name:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_baseline_mode_trains_mean_pooling_with_mnrl(tiny_llama, eval_data, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "mnrl")).with_overrides(["mode=baseline"])
+    result = distill(config, train_datasets())
+    assert result.steps == 4 and set(result.scores) == {"sts_toy", "nli_toy", "qa_toy"}
+    model = SentenceTransformer(result.model_dir, device="cpu")
+    assert [type(m).__name__ for m in model] == ["LLMBackbone", "Pooling"]
+    card = open(os.path.join(result.model_dir, "README.md")).read()
+    assert "MultipleNegativesRankingLoss" in card and "Baseline" in card
+
+
+def test_untrained_mode_only_evaluates(tiny_llama, eval_data, tmp_path):
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "fresh")).with_overrides(["mode=untrained"])
+    result = distill(config)
+    assert result.model_dir is None and result.steps == 0
+    assert json.load(open(tmp_path / "fresh" / "results.json"))["scores"] == result.scores
+
+
+def test_train_datasets_must_match_the_config(tiny_llama, eval_data, tmp_path):
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="each training set needs its config entry"):
+        distill(config, {"nli_toy": train_datasets()["nli_toy"]})
+
+
+def test_cli_runs_a_config_file_with_overrides(tiny_llama, eval_data, tmp_path, capsys):
+    from d2llm_st.cli import main
+
+    path = str(tmp_path / "run.yaml")
+    make_config(tiny_llama, eval_data, str(tmp_path / "cli")).save(path)
+    assert main(["distill", path, "--mode", "untrained", "--set", "evaluation.sets.0.limit=3"]) == 0
+    out = capsys.readouterr().out
+    assert "mode: untrained" in out and "| sts_toy | spearman |" in out and "| qa_toy | ndcg@10 |" in out
+    saved = DistillConfig.load(str(tmp_path / "cli" / "distill_config.yaml"))
+    assert saved.mode == "untrained" and saved.evaluation.sets[0].limit == 3
+
+
+@pytest.mark.parametrize("name", ["smollm2_cpu_small.yaml", "smollm2_gpu.yaml"])
+def test_example_configs_load_and_name_existing_data(name, shared_data):
+    root = os.path.join(os.path.dirname(__file__), "..")
+    config = DistillConfig.load(os.path.join(root, "configs", name))
+    assert DistillConfig.from_yaml(config.to_yaml()) == config
+    data_root = os.path.join(root, "..", "shared", "data")
+    assert os.path.samefile(data_root, shared_data)
+    for path in [dataset.path for dataset in config.datasets] + [s.path for s in config.evaluation.sets]:
+        assert os.path.exists(os.path.join(root, path)), path
+
+
+@pytest.fixture(scope="module")
+def train_files(tmp_path_factory) -> dict[str, str]:
+    """Raw training data in the shared formats: NLI with contradictions per premise, a BEIR set with candidates."""
+    root = tmp_path_factory.mktemp("train-data")
+    nli_rows = []
+    for premise, entailed, contradicted in [
+        ("the boy play football", "the boy play a game", ["the boy is in the kitchen", "the boy eat bread"]),
+        ("the woman drives a car", "the woman is on the road", ["the woman is cold", "the woman swam"]),
+        ("the cat sat on the mat", "a cat sat", ["the cat ran", "the cat flew"]),
+        ("the chef cooks pizza", "a man cooks food", ["the chef is in the sea", "the chef sat"]),
+        ("the dog ran in the rain", "the dog is wet", ["the dog sat", "the sun is hot"]),
+        ("the team play soccer", "people play a game", ["the team eat", "the team sat"]),
+    ]:
+        nli_rows.append({"premise": premise, "hypothesis": entailed, "label": "entailment"})
+        nli_rows += [{"premise": premise, "hypothesis": h, "label": "contradiction"} for h in contradicted]
+    nli = write_jsonl_gz(str(root / "nli" / "train.jsonl.gz"), nli_rows)
+    beir = root / "qa"
+    docs = [
+        "paris is the capital of france",
+        "the capital of europe",
+        "the drug decreases the disease",
+        "the gene and the cell",
+        "the river sea water",
+        "the chef cooks pizza in the kitchen",
+        "the team play football",
+        "rain in the city",
+    ]
+    write_jsonl_gz(
+        str(beir / "corpus.jsonl.gz"), [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(docs)]
+    )
+    queries = [
+        "what is the capital of france",
+        "which drug decreases the disease",
+        "who cooks pizza",
+        "what is football",
+    ]
+    write_jsonl_gz(str(beir / "queries.jsonl.gz"), [{"_id": f"q{i}", "text": t} for i, t in enumerate(queries)])
+    relevant = {"q0": "d0", "q1": "d2", "q2": "d5", "q3": "d6"}
+    for folder in ("qrels", "candidates"):
+        os.makedirs(beir / folder, exist_ok=True)
+    with open(beir / "qrels" / "train.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in relevant.items()))
+    with open(beir / "candidates" / "train.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n{q}\td7\t0\n" for q, d in relevant.items()))
+    return {"nli": nli, "qa": str(beir)}
+
+
+def test_cli_distills_from_raw_data_with_filtering_and_a_shared_score_cache(
+    tiny_llama, eval_data, train_files, tmp_path, capsys, caplog
+):
+    from d2llm_st.cli import main
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"), max_steps=4)
+    config = config.with_overrides(
+        [
+            f"datasets.nli_toy.path={train_files['nli']}",
+            "datasets.nli_toy.builder={mining: none}",
+            f"datasets.qa_toy.path={train_files['qa']}",
+            "datasets.qa_toy.num_negatives=2",
+            f"teacher.cache={tmp_path / 'scores.sqlite'}",
+            "false_negatives.enabled=true",
+            "false_negatives.update_every_steps=1",
+        ]
+    )
+    path = str(tmp_path / "run.yaml")
+    config.save(path)
+    assert main(["distill", path]) == 0
+    assert "| qa_toy | ndcg@10 |" in capsys.readouterr().out
+
+    assert os.path.exists(tmp_path / "run" / "checkpoint-4" / "false_negative_filter.json")
+    card = open(tmp_path / "run" / "model" / "README.md").read()
+    assert "Dynamic false-negative filtering: mode `drop`, last threshold" in card
+    assert (
+        "| nli_toy | nli | symmetric | train | 6 | 2 |" in card
+        and "| qa_toy | beir | asymmetric | train | 4 | 2 |" in card
+    )
+
+    # The baseline reads the same teacher scores from the cache: no pair is scored twice.
+    with caplog.at_level(logging.INFO):
+        assert main(["distill", path, "--mode", "baseline", "--set", f"training.output_dir={tmp_path / 'mnrl'}"]) == 0
+    assert "Score cache: 18 of 18 pairs known" in caplog.text and "Score cache: 12 of 12 pairs known" in caplog.text
+
+
+def test_ablation_script_writes_a_table_and_reuses_finished_runs(tiny_llama, eval_data, train_files, tmp_path, capsys):
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "distill_ablation.py")
+    spec = importlib.util.spec_from_file_location("distill_ablation", script)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "unused"), max_steps=2).with_overrides(
+        [
+            f"datasets.nli_toy.path={train_files['nli']}",
+            "datasets.nli_toy.builder={mining: none}",
+            f"datasets.qa_toy.path={train_files['qa']}",
+        ]
+    )
+    path = str(tmp_path / "run.yaml")
+    config.save(path)
+    argv = [path, "--output-dir", str(tmp_path / "ablation"), "--variants", "no_ci", "untrained"]
+    assert ablation.main(argv) == 0
+    table = open(tmp_path / "ablation" / "ablation.md").read()
+    assert table.startswith("| variant | sts_toy spearman | nli_toy auc | qa_toy ndcg@10 | steps | wall s |")
+    assert "| no_ci |" in table and "| untrained |" in table and "distill_ablation.py" in table
+    assert DistillConfig.load(str(tmp_path / "ablation" / "no_ci" / "distill_config.yaml")).loss.alpha == 0
+    capsys.readouterr()
+    assert ablation.main(argv) == 0  # finished variants are read back, not re-run
+    assert capsys.readouterr().out.split("\n\nCommand")[0] == table.split("\n\nCommand")[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_mixed_precision_falls_back_to_float32_without_a_gpu(tiny_llama, eval_data, tmp_path, caplog):
+    from d2llm_st.training.distill import training_arguments
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"), bf16=True, gradient_checkpointing=True)
+    with caplog.at_level(logging.WARNING):
+        args = training_arguments(config, prompts={})
+    assert not args.bf16 and not args.fp16 and args.gradient_checkpointing
+    assert "no CUDA device here supports bfloat16" in caplog.text
+
+
+def test_a_missing_teacher_is_named_with_the_fix(tiny_llama, eval_data, tmp_path):
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run")).with_overrides(
+        [f"teacher.model={tmp_path / 'no-teacher-here'}"]
+    )
+    with pytest.raises(OSError, match="teacher-train"):
+        distill(config)

@@ -1,0 +1,275 @@
+"""Evaluators and scorers: same figures as sentence-transformers' evaluators for a bi-encoder, IEM scores for a
+D2LLM, joint scores for cross-encoders and teachers, and the ``d2llm eval`` command."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import CrossEncoder, SentenceTransformer
+
+from d2llm_st import D2LLM
+from d2llm_st.cli import main as cli_main
+from d2llm_st.evaluation import (
+    IEMBinaryClassificationEvaluator,
+    IEMInformationRetrievalEvaluator,
+    IEMRerankingEvaluator,
+    IEMSimilarityEvaluator,
+    Scorer,
+    as_scorer,
+    correlation,
+    detect_model_type,
+    ranking,
+)
+from d2llm_st.evaluation.base import subsample
+
+PAIRS = [
+    ("the cat sat on the mat", "a cat sat on a mat"),
+    ("the dog ran in the city", "the cat sat on the mat"),
+    ("paris is the capital of france", "the capital of france is paris"),
+    ("the chef cooks pizza", "rain and cold weather"),
+    ("a boy play football", "a child play soccer"),
+    ("the sun is hot in summer", "winter is cold"),
+]
+GOLD = [0.9, 0.1, 1.0, 0.0, 0.7, 0.3]
+CORPUS = {
+    "d1": "paris is the capital of france",
+    "d2": "the chef cooks pizza in the kitchen",
+    "d3": "the cat sat on the mat",
+    "d4": "a team play football and score a goal",
+    "d5": "rain and cold weather in winter",
+    "d6": "the drug increases protein in patients",
+}
+QUERIES = {"q1": "what is the capital of france ?", "q2": "who cooks pizza ?", "q3": "what drug increases protein ?"}
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d6": 1}}
+
+
+@pytest.fixture(scope="module")
+def student(tiny_llama):
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=16, query_prompt="query :", device="cpu")
+    for branch in (model.iem.symmetric, model.iem.asymmetric):  # an untrained head is near zero everywhere
+        torch.nn.init.normal_(branch.head.weight, std=3.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tiny_llama):
+    model = CrossEncoder(tiny_llama, device="cpu")
+    model.tokenizer.pad_token = model.tokenizer.eos_token
+    return model
+
+
+class FixedScorer(Scorer):
+    """Scores looked up from a table, to check metric plumbing exactly."""
+
+    model_type = "fixed"
+    score_name = "fixed"
+
+    def __init__(self, table: dict[tuple[str, str], float]) -> None:
+        super().__init__(None, show_progress_bar=False, name="fixed")
+        self.table = table
+        self.calls: list[tuple[list, str]] = []
+
+    def score_pairs(self, pairs, task):
+        self.calls.append((list(pairs), task))
+        return np.array([self.table[tuple(pair)] for pair in pairs], dtype=np.float32)
+
+
+def test_similarity_uses_the_symmetric_iem(student):
+    evaluator = IEMSimilarityEvaluator([a for a, _ in PAIRS], [b for _, b in PAIRS], GOLD, name="sts")
+    metrics = evaluator(student)
+    expected = correlation(student.predict(PAIRS, "symmetric"), GOLD)
+    assert metrics == pytest.approx({"sts_spearman": expected["spearman"], "sts_pearson": expected["pearson"]})
+    assert evaluator.primary_metric == "sts_spearman"
+    swapped = IEMSimilarityEvaluator([b for _, b in PAIRS], [a for a, _ in PAIRS], GOLD, name="sts")(student)
+    assert swapped == pytest.approx(metrics, abs=1e-6)  # symmetric branch: order does not matter
+
+
+def test_binary_classification_on_fixed_scores():
+    table = {pair: score for pair, score in zip(PAIRS, [0.9, 0.2, 0.8, 0.7, 0.1, 0.3])}
+    labels = [1, 0, 1, 0, 1, 0]
+    evaluator = IEMBinaryClassificationEvaluator([a for a, _ in PAIRS], [b for _, b in PAIRS], labels)
+    metrics = evaluator(FixedScorer(table))
+    # positives score 0.9, 0.8, 0.1; negatives 0.7, 0.3, 0.2: 6 of 9 positive-negative pairs ordered right.
+    assert metrics["auc"] == pytest.approx(6 / 9)
+    assert metrics["accuracy"] == pytest.approx(5 / 6)  # positive above 0.75: 0.9, 0.8 right, 0.1 wrong
+    assert evaluator.primary_metric == "average_precision"
+    with pytest.raises(ValueError, match="both 0 and 1"):
+        IEMBinaryClassificationEvaluator(["a"], ["b"], [1])
+
+
+def test_reranking_map_and_mrr_on_fixed_scores():
+    samples = [
+        {"query": "q1", "positive": ["p1"], "negative": ["n1", "n2"]},  # ranked 2nd: AP 1/2, RR 1/2
+        {"query": "q2", "positive": ["p2", "p3"], "negative": ["n3"]},  # ranked 1st and 3rd: AP (1 + 2/3)/2, RR 1
+        {"query": "q3", "positive": [], "negative": ["n4"]},  # no positive: skipped
+    ]
+    table = {("q1", "p1"): 0.5, ("q1", "n1"): 0.9, ("q1", "n2"): 0.1}
+    table |= {("q2", "p2"): 0.8, ("q2", "p3"): 0.1, ("q2", "n3"): 0.4}
+    scorer = FixedScorer(table)
+    metrics = IEMRerankingEvaluator(samples, name="as")(scorer)
+    assert metrics["as_map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
+    assert metrics["as_mrr"] == pytest.approx((0.5 + 1) / 2)
+    assert {task for _, task in scorer.calls} == {"asymmetric"}
+
+
+def test_bi_encoder_matches_sentence_transformers_evaluators(minilm, shared_data):
+    from sentence_transformers.sentence_transformer.evaluation import (
+        EmbeddingSimilarityEvaluator,
+        InformationRetrievalEvaluator,
+    )
+
+    model = SentenceTransformer(minilm, device="cpu")
+    sts = IEMSimilarityEvaluator.from_file(os.path.join(shared_data, "sts/stsb/test.jsonl.gz"), limit=60)
+    ours = sts(model)
+    sentences1, sentences2 = [a for a, _ in sts.pairs], [b for _, b in sts.pairs]
+    reference = EmbeddingSimilarityEvaluator(sentences1, sentences2, sts.gold, main_similarity="cosine")(model)
+    assert ours["spearman"] == pytest.approx(reference["spearman_cosine"], abs=1e-6)
+    assert ours["pearson"] == pytest.approx(reference["pearson_cosine"], abs=1e-5)
+
+    ir = IEMInformationRetrievalEvaluator.from_beir(
+        os.path.join(shared_data, "ir/scifact"), limit=8, max_corpus=150, candidate_k=100
+    )
+    ours = ir(model)
+    assert not any(key.startswith("first_stage") for key in ours)  # a bi-encoder is not reranked
+    reference = InformationRetrievalEvaluator(
+        ir.queries,
+        ir.corpus,
+        {q: set(d) for q, d in ir.qrels.items()},
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[100],
+        map_at_k=[100],
+        show_progress_bar=False,
+        write_csv=False,
+    )(model)
+    assert ours["ndcg@10"] == pytest.approx(reference["cosine_ndcg@10"], abs=1e-5)
+    assert ours["mrr@10"] == pytest.approx(reference["cosine_mrr@10"], abs=1e-5)
+    assert ours["recall@100"] == pytest.approx(reference["cosine_recall@100"], abs=1e-5)
+
+
+def test_ir_reranks_cosine_candidates_with_the_iem(student):
+    evaluator = IEMInformationRetrievalEvaluator(QUERIES, CORPUS, QRELS, candidate_k=3, k=10, recall_k=(3, 6))
+    metrics = evaluator(student)
+    doc_ids = list(CORPUS)
+    passages = student.encode_texts(list(CORPUS.values()), "passage")
+    run = {}
+    for query_id, text in QUERIES.items():
+        query = student.encode_texts([text], "query")[0]
+        cosine = torch.nn.functional.cosine_similarity(query[None], passages)
+        order = cosine.argsort(descending=True).tolist()
+        top = order[:3]
+        iem = student.score(query, passages[top]).tolist()
+        ranked = [top[i] for i in sorted(range(3), key=lambda i: -iem[i])] + order[3:]
+        run[query_id] = {doc_ids[j]: float(len(ranked) - r) for r, j in enumerate(ranked)}
+    expected = ranking(run, QRELS, k=10, recall_k=(3, 6))
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+    assert metrics["recall@3"] == pytest.approx(metrics["first_stage_recall@3"])  # rerank keeps the candidate set
+    first_only = IEMInformationRetrievalEvaluator(QUERIES, CORPUS, QRELS, candidate_k=0, recall_k=(3,))(student)
+    assert first_only["ndcg@10"] == pytest.approx(metrics["first_stage_ndcg@10"])
+    assert "first_stage_ndcg@10" not in first_only
+
+
+def test_ir_cross_encoder_reranks_a_first_stage(student, cross_encoder):
+    evaluator = IEMInformationRetrievalEvaluator(QUERIES, CORPUS, QRELS, candidate_k=6, recall_k=(6,))
+    with pytest.raises(ValueError, match="first_stage"):
+        evaluator(cross_encoder)
+    evaluator.first_stage = student
+    metrics = evaluator(cross_encoder)
+    run = {
+        query_id: dict(zip(CORPUS, cross_encoder.predict([(text, passage) for passage in CORPUS.values()]).tolist()))
+        for query_id, text in QUERIES.items()
+    }
+    expected = ranking(run, QRELS, k=10, recall_k=(6,))  # all 6 candidates reranked: the CE's own order
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+
+
+def test_teacher_scores_through_the_teacher_interface(tiny_llama):
+    from d2llm_st.teacher import LLMTeacher
+
+    teacher = LLMTeacher(tiny_llama, device="cpu")
+    samples = [{"query": "who cooks pizza ?", "positive": ["the chef cooks pizza"], "negative": ["rain", "cat"]}]
+    scorer = as_scorer(teacher, show_progress_bar=False)
+    pairs = [("who cooks pizza ?", text) for text in ("the chef cooks pizza", "rain", "cat")]
+    expected = teacher.score(pairs, "asymmetric").scores
+    np.testing.assert_allclose(scorer.score_pairs(pairs, "asymmetric"), expected, rtol=1e-6)
+    metrics = IEMRerankingEvaluator(samples)(teacher)
+    assert metrics["mrr"] == pytest.approx(1.0 / (1 + int((expected[1:] > expected[0]).sum())))
+
+
+def test_works_as_a_trainer_evaluator(student, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    evaluator = IEMSimilarityEvaluator([a for a, _ in PAIRS], [b for _, b in PAIRS], GOLD, name="sts-dev")
+    trainer = SentenceTransformerTrainer(
+        model=student,
+        args=SentenceTransformerTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+        train_dataset=Dataset.from_dict({"anchor": ["the cat"], "positive": ["a cat"]}),
+        loss=MultipleNegativesRankingLoss(student),
+        evaluator=evaluator,
+    )
+    metrics = trainer.evaluate()
+    assert metrics["eval_sts-dev_spearman"] == pytest.approx(evaluator(student)["sts-dev_spearman"])
+
+
+def test_detect_model_type(student, cross_encoder, tiny_llama, minilm, tmp_path):
+    student.save_pretrained(str(tmp_path / "student"))
+    cross_encoder.save_pretrained(str(tmp_path / "ce"))
+    assert detect_model_type(str(tmp_path / "student")) == "d2llm"
+    assert detect_model_type(str(tmp_path / "ce")) == "cross-encoder"
+    assert detect_model_type(minilm) == "bi-encoder"
+    assert detect_model_type(tiny_llama) == "teacher"  # a plain causal LM: a (zero-shot) yes/no teacher
+    with pytest.raises(ValueError, match="--model-type"):
+        detect_model_type(str(tmp_path))
+    with pytest.raises(TypeError, match="D2LLM"):
+        as_scorer(SentenceTransformer(str(tmp_path / "student"), device="cpu"))
+
+
+def test_subsample_is_fixed_and_keeps_order():
+    items = list(range(100))
+    first, second = subsample(items, 10, "items"), subsample(items, 10, "items")
+    assert first == second == sorted(first) and len(set(first)) == 10 and first != items[:10]
+    assert subsample(items, None, "items") == items
+
+
+def test_cli_eval(student, tmp_path, capsys):
+    student.save_pretrained(str(tmp_path / "student"))
+    data = tmp_path / "sts"
+    data.mkdir()
+    with gzip.open(data / "test.jsonl.gz", "wt", encoding="utf-8") as f:
+        for (a, b), score in zip(PAIRS, GOLD):
+            f.write(json.dumps({"sentence1": a, "sentence2": b, "score": 5 * score}) + "\n")
+    output = tmp_path / "result.json"
+    argv = ["eval", "--model", str(tmp_path / "student"), "--task", "sts", "--data", str(data), "--device", "cpu"]
+    assert cli_main([*argv, "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["settings"]["model_type"] == "d2llm" and result["settings"]["score"] == "IEM"
+    expected = correlation(D2LLM(str(tmp_path / "student"), device="cpu").predict(PAIRS, "symmetric"), GOLD)
+    assert result["metrics"]["spearman"] == pytest.approx(expected["spearman"], abs=1e-6)
+    assert "spearman" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["eval", "--help"])
+    assert "answer-selection" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_evaluates_the_real_llm_as_a_teacher(smollm2, shared_data, tmp_path):
+    from d2llm_st.teacher import LLMTeacher
+
+    output = tmp_path / "result.json"
+    data = os.path.join(shared_data, "ir/wikiqa")
+    argv = ["eval", "--model", smollm2, "--task", "answer-selection", "--data", data, "--limit", "3"]
+    assert cli_main([*argv, "--device", "cpu", "--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["settings"]["model_type"] == "teacher"  # a plain causal LM folder is a zero-shot judge
+    evaluator = IEMRerankingEvaluator.from_beir(data, "test", limit=3)
+    expected = evaluator(LLMTeacher(smollm2, device="cpu"))
+    assert result["metrics"] == pytest.approx(expected, abs=1e-6)

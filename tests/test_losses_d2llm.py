@@ -1,0 +1,329 @@
+"""D2LLMDistillLoss on a tiny student: wiring, gradients, trainable parameters, filtering, learning."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from d2llm_st import D2LLM
+from d2llm_st.data import DynamicFalseNegativeFilter
+from d2llm_st.losses import (
+    D2LLMDistillLoss,
+    contrastive_imitation_loss,
+    feature_imitation_loss,
+    in_batch_loss,
+    rank_correlation_loss,
+    rank_pairwise_loss,
+)
+from d2llm_st.losses.contrastive_imitation import candidate_masks
+from d2llm_st.training import D2LLMDataCollator
+
+PROMPTS = {"query": "query ? ", "passage": "passage ? "}
+ROWS = [
+    {
+        "anchor": "what is the capital of france",
+        "positive": "paris is the capital of france",
+        "negative_1": "the capital of europe",
+        "negative_2": "the cat sat on the mat",
+        "label": [0.9, 0.4, 0.05],
+    },
+    {
+        "anchor": "where does the dog play football",
+        "positive": "the dog and the boy play football in the sun",
+        "negative_1": "the team play soccer",
+        "negative_2": "bread and pizza",
+        "label": [0.8, 0.6, 0.1],
+    },
+    {
+        "anchor": "which drug decreases the disease",
+        "positive": "the drug decreases the disease in patients",
+        "negative_1": "the study of the gene",
+        "negative_2": "a blue sky in summer",
+        "label": [0.95, 0.2, 0.02],
+    },
+]
+TERMS = (
+    "in_batch",
+    "contrastive_imitation",
+    "rank_imitation_pearson",
+    "rank_imitation_pairwise",
+    "feature_imitation",
+    "word_level",
+)
+
+
+def make_student(path: str, lora_r: int | None = 4, seed: int = 0) -> D2LLM:
+    torch.manual_seed(seed)
+    model = D2LLM.from_llm(
+        path,
+        lora_r=lora_r,
+        lora_dropout=0.0,
+        pma_heads=4,
+        iem_hidden_dim=16,
+        query_prompt=PROMPTS["query"],
+        passage_prompt=PROMPTS["passage"],
+        device="cpu",
+    )
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at 0, which would hide the gradient of A
+            torch.nn.init.normal_(parameter, std=0.05)
+    return model
+
+
+def collate(model: D2LLM, rows: list[dict], with_features: bool = False) -> tuple[list[dict], torch.Tensor]:
+    rows = [dict(row) for row in rows]
+    if with_features:
+        generator = np.random.default_rng(0)
+        for row in rows:
+            row["label"] = [[score, *generator.normal(size=6)] for score in row["label"]]
+    prompts = {"anchor": PROMPTS["query"], **{c: PROMPTS["passage"] for c in ("positive", "negative_1", "negative_2")}}
+    batch = D2LLMDataCollator(preprocess_fn=model.preprocess, prompts=prompts)(rows)
+    columns = ("anchor", "positive", "negative_1", "negative_2")
+    features = [{key[len(c) + 1 :]: value for key, value in batch.items() if key.startswith(c + "_")} for c in columns]
+    return features, batch["label"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread; two threads on a busy 2-core machine spin and wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_llama):
+    from d2llm_st.teacher import LLMTeacher
+
+    return LLMTeacher(tiny_llama, device="cpu")
+
+
+def only(term: str, **kwargs) -> dict:
+    """Loss weights that switch on one term besides the always-on in-batch term."""
+    weights = {"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "eta": 0.0, "word_level_weight": 0.0}
+    key = {
+        "contrastive_imitation": "alpha",
+        "rank_imitation_pearson": "beta",
+        "rank_imitation_pairwise": "gamma",
+        "feature_imitation": "eta",
+        "word_level": "word_level_weight",
+    }.get(term)
+    if key:
+        weights[key] = 1.0
+    return {**weights, **kwargs}
+
+
+def test_loss_terms_match_the_term_functions(tiny_llama):
+    model = make_student(tiny_llama).eval()
+    loss = D2LLMDistillLoss(model, task="asymmetric", alpha=0.5, beta=2.0, gamma=0.3, eta=0.7, temperature=0.5)
+    features, labels = collate(model, ROWS, with_features=True)
+    terms = loss(features, labels)
+    assert set(terms) == set(TERMS) - {"word_level"}
+
+    with torch.no_grad():
+        embeddings = [model(dict(f))["sentence_embedding"] for f in features]
+        anchors, candidates = embeddings[0], torch.stack(embeddings[1:], dim=1)
+        z, hidden = model.iem.logits(anchors[:, None], candidates, "asymmetric", return_hidden=True)
+        matrix = model.iem.pairwise_logits(anchors, candidates[:, 0], "asymmetric")
+    s = labels[..., 0].float()
+    easy = matrix[~torch.eye(3, dtype=torch.bool)].reshape(3, 2)
+    expected = {
+        "in_batch": in_batch_loss(matrix),
+        "contrastive_imitation": 0.5 * contrastive_imitation_loss(z, s, temperature=0.5),
+        "rank_imitation_pearson": 2.0 * rank_correlation_loss(z, s),
+        "rank_imitation_pairwise": 0.3 * rank_pairwise_loss(z[:, 1:], easy, s[:, 1:]),
+        "feature_imitation": 0.7 * feature_imitation_loss(hidden, labels[..., 1:].float()),
+    }
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), name
+    assert torch.allclose(torch.diagonal(matrix), z[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_gradients_reach_lora_pma_iem_and_nothing_frozen(tiny_llama, teacher, term):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model, task="asymmetric", teacher=teacher, **only(term))
+    features, labels = collate(model, ROWS, with_features=term == "feature_imitation")
+    loss(features, labels)[term].backward()
+
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    lora = {name for name, p in model.named_parameters() if "lora_" in name}
+    pma = {name for name, _ in model.named_parameters() if name.startswith("1.")}
+    iem = {name for name, _ in model.named_parameters() if name.startswith("2.asymmetric.")}
+    assert frozen and frozen == {name for name, _ in model.named_parameters()} - lora - pma - set(
+        name for name, _ in model.named_parameters() if name.startswith("2.")
+    )
+    assert not with_grad & frozen
+    assert all(p.grad is None for name, p in model.named_parameters() if name in frozen)
+    assert lora <= with_grad, sorted(lora - with_grad)[:3]
+    if term == "word_level":  # token states only: PMA and IEM are not on its path
+        assert not with_grad & (pma | iem)
+    elif term == "feature_imitation":  # the IEM's hidden vectors, not its head
+        assert pma <= with_grad and iem - {"2.asymmetric.head.weight", "2.asymmetric.head.bias"} <= with_grad
+    else:
+        assert pma <= with_grad and iem <= with_grad
+    assert not any(name.startswith("2.symmetric.") for name in with_grad)
+
+
+def test_symmetric_task_trains_the_symmetric_branch(tiny_llama):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model, task="symmetric")
+    features, labels = collate(model, ROWS)
+    sum(loss(features, labels).values()).backward()
+    grads = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert any(name.startswith("2.symmetric.") for name in grads)
+    assert not any(name.startswith("2.asymmetric.") for name in grads)
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_each_term_decreases_over_a_few_steps(tiny_llama, teacher, term):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model, task="asymmetric", teacher=teacher, **only(term))
+    features, labels = collate(model, ROWS, with_features=term == "feature_imitation")
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    values = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        value = loss([dict(f) for f in features], labels)[term]
+        value.backward()
+        optimizer.step()
+        values.append(value.item())
+    assert values[-1] < 0.9 * values[0], values
+
+
+def test_trainable_parameters(tiny_llama):
+    model = make_student(tiny_llama, lora_r=None)
+    D2LLMDistillLoss(model)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.pma.parameters()) and all(p.requires_grad for p in model.iem.parameters())
+    D2LLMDistillLoss(model, train_backbone=True)
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_features_enable_feature_imitation_and_missing_features_warn(tiny_llama, caplog):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model)
+    features, labels = collate(model, ROWS)
+    with caplog.at_level(logging.WARNING):
+        assert "feature_imitation" not in loss(features, labels)
+    assert "no teacher features" in caplog.text
+    features, labels = collate(model, ROWS, with_features=True)
+    assert loss(features, labels)["feature_imitation"] > 0
+    assert "feature_imitation" not in D2LLMDistillLoss(model, eta=0.0)(features, labels)
+
+
+def test_bad_inputs_are_named(tiny_llama):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model)
+    features, labels = collate(model, ROWS)
+    with pytest.raises(ValueError, match=r"\[3\] teacher scores"):
+        loss(features, labels[:, :2])
+    with pytest.raises(ValueError, match="label"):
+        loss(features, None)
+    with pytest.raises(ValueError, match="anchor, positive"):
+        loss(features[:1], labels)
+    with pytest.raises(ValueError, match="must be positive"):
+        D2LLMDistillLoss(model, temperature=0)
+    with pytest.raises(ValueError, match="Unknown task"):
+        D2LLMDistillLoss(model, task="retrieval")
+
+
+def test_word_level_needs_the_raw_texts(tiny_llama, teacher):
+    model = make_student(tiny_llama)
+    loss = D2LLMDistillLoss(model, teacher=teacher)
+    features, labels = collate(model, ROWS)
+    stripped = [{k: v for k, v in f.items() if k not in ("text", "prompt")} for f in features]
+    with pytest.raises(ValueError, match="D2LLMDataCollator"):
+        loss(stripped, labels)
+
+
+@pytest.mark.parametrize("mode", ["drop", "to_positive"])
+def test_false_negatives_leave_or_join_the_positives(tiny_llama, mode):
+    model = make_student(tiny_llama).eval()
+    false_negative_filter = DynamicFalseNegativeFilter(mode=mode, theta=0.5)
+    loss = D2LLMDistillLoss(model, false_negative_filter=false_negative_filter, beta=0.0, gamma=0.0, eta=0.0)
+    features, labels = collate(model, ROWS)
+    terms = loss(features, labels)
+    np.testing.assert_allclose(loss.observed_positive_scores[0], [0.9, 0.8, 0.95], atol=1e-6)
+
+    with torch.no_grad():
+        embeddings = [model(dict(f))["sentence_embedding"] for f in features]
+        z = model.iem.logits(embeddings[0][:, None], torch.stack(embeddings[1:], dim=1), "asymmetric")
+    flagged = labels[:, 1:] > 0.5  # only row 2's first negative (0.6)
+    assert flagged.sum() == 1
+    positive, valid = candidate_masks(z.shape, z.device, flagged, to_positive=mode == "to_positive")
+    expected = contrastive_imitation_loss(z, labels, 1.0, positive, valid)
+    unfiltered = contrastive_imitation_loss(z, labels)
+    assert terms["contrastive_imitation"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["contrastive_imitation"].item() != pytest.approx(unfiltered.item(), rel=1e-3)
+
+
+def test_gradient_checkpointing_keeps_lora_gradients(tiny_llama):
+    model = make_student(tiny_llama)
+    model.gradient_checkpointing_enable({"use_reentrant": False})
+    loss = D2LLMDistillLoss(model)
+    features, labels = collate(model, ROWS)
+    sum(loss(features, labels).values()).backward()
+    lora = [p for name, p in model.named_parameters() if "lora_" in name]
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+@pytest.mark.slow
+def test_word_level_alignment_with_the_real_tokenizer_and_chat_template(smollm2):
+    """SmolLM2's BPE tokenizer and chat template: every student text token finds its teacher token."""
+    from d2llm_st.losses.word_level import TeacherAttention
+    from d2llm_st.teacher import LLMTeacher
+
+    model = D2LLM.from_llm(smollm2, lora_r=4, max_seq_length=64, query_prompt="Query: ", passage_prompt="Passage: ")
+    teacher_attention = TeacherAttention(LLMTeacher(smollm2, device="cpu"), "asymmetric", model.backbone.tokenizer)
+    queries = ["how are glacier caves formed?", "Who wrote   Hamlet , the play?"]
+    passages = ["A glacier cave is a cave formed within the ice of a glacier.", "Hamlet is a tragedy by Shakespeare."]
+    query_features = {**model.preprocess(queries, prompt="Query: "), "text": queries, "prompt": "Query: "}
+    passage_features = {**model.preprocess(passages, prompt="Passage: "), "text": passages, "prompt": "Passage: "}
+    widths = query_features["input_ids"].shape[1], passage_features["input_ids"].shape[1]
+    attention, passage_mask = teacher_attention.aligned(
+        query_features, passage_features, model.backbone.tokenizer, 64, *widths
+    )
+    tokenizer = model.backbone.tokenizer
+    prompt_tokens = {"Query", ":", "Pass", "age"}
+    for b in range(2):
+        query_tokens = tokenizer.convert_ids_to_tokens(query_features["input_ids"][b])
+        real = query_features["attention_mask"][b].bool()
+        for i, token in enumerate(query_tokens):
+            has_mass = attention[b, i].sum() > 0
+            assert has_mass == (bool(real[i]) and token not in prompt_tokens), (b, token)
+        passage_tokens = tokenizer.convert_ids_to_tokens(passage_features["input_ids"][b])
+        expected = [
+            bool(m) and t not in prompt_tokens for t, m in zip(passage_tokens, passage_features["attention_mask"][b])
+        ]
+        assert passage_mask[b].tolist() == expected
+    assert len(teacher_attention._cache) == 2
+
+
+def test_filter_callback_updates_saves_and_restores_the_threshold(tiny_llama, tmp_path):
+    from d2llm_st.training import FalseNegativeFilterCallback
+
+    model = make_student(tiny_llama)
+    shared = DynamicFalseNegativeFilter(quantile=0.5)
+    losses = [D2LLMDistillLoss(model, false_negative_filter=shared), D2LLMDistillLoss(model, task="symmetric")]
+    callback = FalseNegativeFilterCallback(losses, every_n_steps=None)
+    features, labels = collate(model, ROWS)
+    assert shared.theta is None
+    losses[0](features, labels)  # no threshold yet: nothing flagged, positives recorded
+    assert shared.flagged == 0 and len(losses[0].observed_positive_scores) == 1
+    callback.update(step=3)
+    assert shared.theta == pytest.approx(0.9) and callback.history == [(3, pytest.approx(0.9))]
+    assert losses[0].observed_positive_scores == [] and losses[1].observed_positive_scores == []
+
+    callback.save_state(str(tmp_path))
+    fresh = DynamicFalseNegativeFilter(quantile=0.5)
+    restored = FalseNegativeFilterCallback([D2LLMDistillLoss(model, false_negative_filter=fresh)])
+    restored.load_state(str(tmp_path))
+    assert fresh.theta == pytest.approx(0.9) and restored.history == callback.history
+    with pytest.raises(ValueError, match="every_n_steps"):
+        FalseNegativeFilterCallback(losses, every_n_steps=0)
