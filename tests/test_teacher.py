@@ -107,7 +107,9 @@ def test_finetuning_the_real_teacher_separates_entailment_from_contradiction(smo
     assert isinstance(train[0], LabelledPair)
 
     # Real BPE tokens inside SmolLM2's chat template map back onto the words of each text.
-    premise, hypothesis = train[0].text_a, train[0].text_b
+    shortest = min(train, key=lambda pair: len(pair.text_a) + len(pair.text_b))
+    premise, hypothesis = shortest.text_a, shortest.text_b
+    assert not teacher.encode(premise, hypothesis, "symmetric").truncated
     attention = teacher.score([(premise, hypothesis)], task="symmetric", return_attention=True).attentions[0]
     assert "".join(premise[s:e] for s, e in attention.offsets_a).replace(" ", "") == premise.replace(" ", "")
     assert "".join(hypothesis[s:e] for s, e in attention.offsets_b).replace(" ", "") == hypothesis.replace(" ", "")
