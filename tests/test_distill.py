@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 
 import pytest
@@ -353,7 +354,9 @@ def test_cli_distills_from_raw_data_with_filtering_and_a_shared_score_cache(
 
     assert os.path.exists(tmp_path / "run" / "checkpoint-4" / "false_negative_filter.json")
     card = open(tmp_path / "run" / "model" / "README.md").read()
-    assert "Dynamic false-negative filtering: mode `drop`, last threshold" in card
+    assert "Dynamic false-negative filtering (one filter per dataset): mode `drop`; last thresholds: nli_toy" in card
+    saved = json.load(open(tmp_path / "run" / "checkpoint-4" / "false_negative_filter.json"))
+    assert set(saved) == {"nli_toy", "qa_toy"} and len(saved["nli_toy"]["history"]) >= 1
     assert (
         "| nli_toy | nli | symmetric | train | 6 | 2 |" in card
         and "| qa_toy | beir | asymmetric | train | 4 | 2 |" in card
@@ -365,14 +368,18 @@ def test_cli_distills_from_raw_data_with_filtering_and_a_shared_score_cache(
     assert "Score cache: 18 of 18 pairs known" in caplog.text and "Score cache: 12 of 12 pairs known" in caplog.text
 
 
-def test_ablation_script_writes_a_table_and_reuses_finished_runs(tiny_llama, eval_data, train_files, tmp_path, capsys):
+def load_ablation_script():
     import importlib.util
 
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "distill_ablation.py")
     spec = importlib.util.spec_from_file_location("distill_ablation", script)
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
+    return ablation
 
+
+@pytest.fixture
+def ablation_config(tiny_llama, eval_data, train_files, tmp_path) -> str:
     config = make_config(tiny_llama, eval_data, str(tmp_path / "unused"), max_steps=2).with_overrides(
         [
             f"datasets.nli_toy.path={train_files['nli']}",
@@ -382,7 +389,12 @@ def test_ablation_script_writes_a_table_and_reuses_finished_runs(tiny_llama, eva
     )
     path = str(tmp_path / "run.yaml")
     config.save(path)
-    argv = [path, "--output-dir", str(tmp_path / "ablation"), "--variants", "no_ci", "untrained"]
+    return path
+
+
+def test_ablation_script_writes_a_table_and_reuses_finished_runs(ablation_config, tmp_path, capsys):
+    ablation = load_ablation_script()
+    argv = [ablation_config, "--output-dir", str(tmp_path / "ablation"), "--variants", "no_ci", "untrained"]
     assert ablation.main(argv) == 0
     table = open(tmp_path / "ablation" / "ablation.md").read()
     assert table.startswith("| variant | sts_toy spearman | nli_toy auc | qa_toy ndcg@10 | steps | wall s |")
@@ -391,6 +403,23 @@ def test_ablation_script_writes_a_table_and_reuses_finished_runs(tiny_llama, eva
     capsys.readouterr()
     assert ablation.main(argv) == 0  # finished variants are read back, not re-run
     assert capsys.readouterr().out.split("\n\nCommand")[0] == table.split("\n\nCommand")[0]
+
+
+def test_ablation_script_runs_variants_in_parallel_from_one_filled_cache(ablation_config, tmp_path):
+    ablation = load_ablation_script()
+    out = tmp_path / "parallel"
+    argv = [ablation_config, "--output-dir", str(out), "--variants", "full", "bidirectional", "untrained"]
+    with pytest.raises(SystemExit):  # the DeeLM arm needs its turning point
+        ablation.main(argv + ["--jobs", "2"])
+    assert ablation.main(argv + ["--jobs", "2", "--bidirectional-from-layer", "1"]) == 0
+    table = open(out / "ablation.md").read()
+    assert all(f"| {name} |" in table for name in ("full", "bidirectional", "untrained"))
+    assert DistillConfig.load(str(out / "bidirectional" / "distill_config.yaml")).student.bidirectional_from_layer == 1
+    assert DistillConfig.load(str(out / "full" / "distill_config.yaml")).student.bidirectional_from_layer is None
+    for name in ("full", "bidirectional"):  # the parent scored every pair: the runs only read the cache
+        log = open(out / f"{name}.log").read()
+        lookups = re.findall(r"Score cache: (\d+) of (\d+) pairs known", log)
+        assert len(lookups) == 2 and all(known == total for known, total in lookups), log[-2000:]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")

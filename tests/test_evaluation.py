@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
 from d2llm_st import D2LLM
 from d2llm_st.cli import main as cli_main
@@ -226,6 +227,11 @@ def test_detect_model_type(student, cross_encoder, tiny_llama, minilm, tmp_path)
     assert detect_model_type(str(tmp_path / "student")) == "d2llm"
     assert detect_model_type(str(tmp_path / "ce")) == "cross-encoder"
     assert detect_model_type(minilm) == "bi-encoder"
+    baseline = SentenceTransformer(
+        modules=[student[0], Pooling(student[0].get_embedding_dimension(), pooling_mode="mean")]
+    )
+    baseline.save_pretrained(str(tmp_path / "mean-pooled-llm"))  # the MNRL baseline's layout: LLMBackbone + Pooling
+    assert detect_model_type(str(tmp_path / "mean-pooled-llm")) == "bi-encoder"
     assert detect_model_type(tiny_llama) == "teacher"  # a plain causal LM: a (zero-shot) yes/no teacher
     with pytest.raises(ValueError, match="--model-type"):
         detect_model_type(str(tmp_path))

@@ -310,20 +310,28 @@ def test_filter_callback_updates_saves_and_restores_the_threshold(tiny_llama, tm
 
     model = make_student(tiny_llama)
     shared = DynamicFalseNegativeFilter(quantile=0.5)
-    losses = [D2LLMDistillLoss(model, false_negative_filter=shared), D2LLMDistillLoss(model, task="symmetric")]
+    losses = {
+        "a": D2LLMDistillLoss(model, false_negative_filter=shared),
+        "b": D2LLMDistillLoss(model, false_negative_filter=shared),
+        "c": D2LLMDistillLoss(model, false_negative_filter=DynamicFalseNegativeFilter()),
+        "d": D2LLMDistillLoss(model),
+    }
     callback = FalseNegativeFilterCallback(losses, every_n_steps=None)
+    assert list(callback.groups) == ["a+b", "c"]
     features, labels = collate(model, ROWS)
     assert shared.theta is None
-    losses[0](features, labels)  # no threshold yet: nothing flagged, positives recorded
-    assert shared.flagged == 0 and len(losses[0].observed_positive_scores) == 1
+    losses["a"](features, labels)  # no threshold yet: nothing flagged, positives recorded
+    assert shared.flagged == 0 and len(losses["a"].observed_positive_scores) == 1
     callback.update(step=3)
-    assert shared.theta == pytest.approx(0.9) and callback.history == [(3, pytest.approx(0.9))]
-    assert losses[0].observed_positive_scores == [] and losses[1].observed_positive_scores == []
+    assert shared.theta == pytest.approx(0.9) and callback.history == {"a+b": [(3, pytest.approx(0.9))], "c": []}
+    assert losses["a"].observed_positive_scores == [] and losses["c"].false_negative_filter.theta is None
 
     callback.save_state(str(tmp_path))
     fresh = DynamicFalseNegativeFilter(quantile=0.5)
-    restored = FalseNegativeFilterCallback([D2LLMDistillLoss(model, false_negative_filter=fresh)])
+    restored = FalseNegativeFilterCallback(
+        {name: D2LLMDistillLoss(model, false_negative_filter=fresh) for name in ("a", "b")}
+    )
     restored.load_state(str(tmp_path))
-    assert fresh.theta == pytest.approx(0.9) and restored.history == callback.history
+    assert fresh.theta == pytest.approx(0.9) and restored.history["a+b"] == callback.history["a+b"]
     with pytest.raises(ValueError, match="every_n_steps"):
         FalseNegativeFilterCallback(losses, every_n_steps=0)

@@ -206,7 +206,8 @@ def detect_model_type(path: str) -> str:
     ):
         return "teacher"
     if os.path.isfile(os.path.join(path, "modules.json")):
-        if any(module["type"].startswith("d2llm_st.") for module in read_json("modules.json")):
+        # An IEM makes a D2LLM student; our LLMBackbone under plain pooling is a bi-encoder (the MNRL baseline).
+        if any(module["type"] == "d2llm_st.modules.iem.IEM" for module in read_json("modules.json")):
             return "d2llm"
         st_config = "config_sentence_transformers.json"
         if os.path.isfile(os.path.join(path, st_config)) and read_json(st_config).get("model_type") == "CrossEncoder":

@@ -174,12 +174,51 @@ def build_training_dataset(dataset: DatasetConfig, teacher: Teacher, with_featur
     )
 
 
-def make_false_negative_filter(config: DistillConfig):
-    if config.mode != "distill" or not config.false_negatives.enabled:
-        return None
-    from d2llm_st.data.false_negatives import DynamicFalseNegativeFilter
+def make_loss(model: D2LLM, config: DistillConfig, task: str, teacher: Teacher | None) -> D2LLMDistillLoss:
+    """One dataset's :class:`D2LLMDistillLoss`, with its own false-negative filter (scores differ per task)."""
+    loss = config.loss
+    false_negative_filter = None
+    if config.false_negatives.enabled:
+        from d2llm_st.data.false_negatives import DynamicFalseNegativeFilter
 
-    return DynamicFalseNegativeFilter(mode=config.false_negatives.mode, **config.false_negatives.options)
+        false_negative_filter = DynamicFalseNegativeFilter(
+            mode=config.false_negatives.mode, **config.false_negatives.options
+        )
+    return D2LLMDistillLoss(
+        model,
+        task=task,
+        alpha=loss.alpha,
+        beta=loss.beta,
+        gamma=loss.gamma,
+        eta=loss.eta,
+        temperature=loss.temperature,
+        in_batch_temperature=loss.in_batch_temperature,
+        easy_negative_score=loss.easy_negative_score,
+        false_negative_filter=false_negative_filter,
+        teacher=teacher,
+        word_level_weight=loss.word_level_weight,
+        word_level_temperature=loss.word_level_temperature,
+        train_backbone=loss.train_backbone,
+    )
+
+
+def _training_datasets(
+    config: DistillConfig, train_datasets: dict[str, Dataset] | None, teacher: Teacher | None
+) -> dict[str, Dataset]:
+    """The given training sets (checked against the config), or the config's, built with the teacher."""
+    if train_datasets is None:
+        with_features = config.mode == "distill" and config.teacher.features and config.loss.eta > 0
+        return {
+            dataset.name: build_training_dataset(dataset, teacher, with_features, config.teacher.batch_size)
+            for dataset in config.datasets
+        }
+    expected = [dataset.name for dataset in config.datasets]
+    if sorted(train_datasets) != sorted(expected):
+        raise ValueError(
+            f"train_datasets has {sorted(train_datasets)} but config.datasets names {sorted(expected)}: each "
+            "training set needs its config entry (it gives the task)."
+        )
+    return dict(train_datasets)
 
 
 def mixed_precision(bf16: bool, fp16: bool) -> tuple[bool, bool]:
@@ -262,20 +301,7 @@ def distill(
     if teacher is None and (train_datasets is None or word_level):
         teacher = load_teacher_from_config(config)
     teacher_identity = teacher.identity if teacher is not None else None
-    if train_datasets is None:
-        with_features = distilling and config.teacher.features and config.loss.eta > 0
-        datasets = {
-            dataset.name: build_training_dataset(dataset, teacher, with_features, config.teacher.batch_size)
-            for dataset in config.datasets
-        }
-    else:
-        expected = [dataset.name for dataset in config.datasets]
-        if sorted(train_datasets) != sorted(expected):
-            raise ValueError(
-                f"train_datasets has {sorted(train_datasets)} but config.datasets names {sorted(expected)}: each "
-                "training set needs its config entry (it gives the task)."
-            )
-        datasets = dict(train_datasets)
+    datasets = _training_datasets(config, train_datasets, teacher)
     tasks = {dataset.name: dataset.task for dataset in config.datasets}
     prompts = {name: column_prompts(config, datasets[name].column_names, tasks[name]) for name in datasets}
 
@@ -283,29 +309,9 @@ def distill(
     callbacks = []
     if distilling:
         model = build_student(config.student)
-        false_negative_filter = make_false_negative_filter(config)
-        loss_config = config.loss
-        losses = {
-            name: D2LLMDistillLoss(
-                model,
-                task=tasks[name],
-                alpha=loss_config.alpha,
-                beta=loss_config.beta,
-                gamma=loss_config.gamma,
-                eta=loss_config.eta,
-                temperature=loss_config.temperature,
-                in_batch_temperature=loss_config.in_batch_temperature,
-                easy_negative_score=loss_config.easy_negative_score,
-                false_negative_filter=false_negative_filter,
-                teacher=teacher if word_level else None,
-                word_level_weight=loss_config.word_level_weight,
-                word_level_temperature=loss_config.word_level_temperature,
-                train_backbone=loss_config.train_backbone,
-            )
-            for name in datasets
-        }
-        if false_negative_filter is not None:
-            callbacks.append(FalseNegativeFilterCallback(losses.values(), config.false_negatives.update_every_steps))
+        losses = {name: make_loss(model, config, tasks[name], teacher if word_level else None) for name in datasets}
+        if config.false_negatives.enabled:
+            callbacks.append(FalseNegativeFilterCallback(losses, config.false_negatives.update_every_steps))
     else:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -344,7 +350,7 @@ def distill(
         dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
         scores=scores,
         steps=train_output.global_step,
-        filter_history=callbacks[0].history if callbacks else [],
+        filter_history=callbacks[0].history if callbacks else {},
     )
     add_card_section(model_dir, card.to_markdown())
     result = DistillResult(output_dir, model_dir, scores, train_output.global_step, dict(train_output.metrics))

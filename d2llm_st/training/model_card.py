@@ -26,7 +26,7 @@ class DistillationCardData:
     dataset_rows: dict[str, int]
     scores: dict[str, dict[str, float]]
     steps: int
-    filter_history: list[tuple[int, float]] = field(default_factory=list)
+    filter_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         config = self.config
@@ -73,8 +73,11 @@ class DistillationCardData:
             ]
             filtering = config.false_negatives
             if filtering.enabled:
-                theta = f", last threshold {self.filter_history[-1][1]:.4f}" if self.filter_history else ""
-                lines.append(f"Dynamic false-negative filtering: mode `{filtering.mode}`{theta}.")
+                last = [f"{name} {history[-1][1]:.4f}" for name, history in self.filter_history.items() if history]
+                thresholds = f"; last thresholds: {', '.join(last)}" if last else ""
+                lines.append(
+                    f"Dynamic false-negative filtering (one filter per dataset): mode `{filtering.mode}`{thresholds}."
+                )
             else:
                 lines.append("No false-negative filtering.")
         if self.scores:
