@@ -99,6 +99,8 @@ def rank_nodes(
         )
         vectors.update(zip(missing, encoded.float().cpu()))
     passages = torch.stack([vectors[n.node.node_id] for n in nodes])
-    scores = model.score(query_embedding, passages, task="asymmetric").cpu().tolist()
-    order = sorted(range(len(nodes)), key=lambda i: -scores[i])[:top_n]
+    # Rank by logit: a float32 sigmoid rounds logits above about 17 to exactly 1.0, which would tie them.
+    logits = model.score(query_embedding, passages, task="asymmetric", apply_sigmoid=False).cpu()
+    scores = logits.sigmoid().tolist()
+    order = sorted(range(len(nodes)), key=lambda i: -logits[i].item())[:top_n]
     return [NodeWithScore(node=nodes[i].node, score=scores[i]) for i in order], len(missing)

@@ -76,6 +76,7 @@ class D2LLM(SentenceTransformer):
         pma_attention_scale: str = "head_dim",
         iem_hidden_dim: int = 512,
         iem_dropout: float = 0.0,
+        iem_cosine_residual: bool = False,
         max_seq_length: int = 512,
         padding_side: str = "right",
         bidirectional_from_layer: int | None = None,
@@ -92,7 +93,7 @@ class D2LLM(SentenceTransformer):
             lora_r: LoRA rank; ``None`` (default) means no LoRA.
             lora_alpha, lora_dropout, lora_target_modules: LoRA settings (see :class:`LLMBackbone`).
             pma_heads, pma_seeds, pma_output_dim, pma_attention_scale: PMA settings (see :class:`PMAPooling`).
-            iem_hidden_dim, iem_dropout: IEM settings (see :class:`IEM`).
+            iem_hidden_dim, iem_dropout, iem_cosine_residual: IEM settings (see :class:`IEM`).
             max_seq_length: Longer texts are truncated (with a warning).
             padding_side: Tokenizer padding side of the backbone.
             bidirectional_from_layer: DeeLM: layers >= this index attend both ways; ``None`` = causal.
@@ -119,7 +120,12 @@ class D2LLM(SentenceTransformer):
             output_dim=pma_output_dim,
             attention_scale=pma_attention_scale,
         )
-        iem = IEM(pma.get_embedding_dimension(), hidden_dim=iem_hidden_dim, dropout=iem_dropout)
+        iem = IEM(
+            pma.get_embedding_dimension(),
+            hidden_dim=iem_hidden_dim,
+            dropout=iem_dropout,
+            cosine_residual=iem_cosine_residual,
+        )
         prompts = {
             PROMPT_NAMES[name]: prompt
             for name, prompt in (("query", query_prompt), ("passage", passage_prompt), ("symmetric", symmetric_prompt))
@@ -167,7 +173,8 @@ class D2LLM(SentenceTransformer):
         Returns:
             A float32 tensor on the IEM's device. With ``apply_sigmoid=True`` (default) each value is
             the emulated teacher ``P(yes)`` in (0, 1): how likely the passage answers the query
-            (``asymmetric``) or the two texts mean the same (``symmetric``). With ``False``, the raw logit.
+            (``asymmetric``) or the two texts mean the same (``symmetric``). With ``False``, the raw logit:
+            rank by it when logits can be large, since float32 rounds ``sigmoid(z)`` to 1.0 above ``z`` ~ 17.
         """
         check_task(task)
         device = self.iem.symmetric.head.weight.device

@@ -45,6 +45,21 @@ def test_speed_benchmark_writes_json_table_and_plot(tiny_llama, tmp_path):
     assert "| tiny | 3 |" in report and (tmp_path / "p.png").exists()
 
 
+def test_untrained_similarity_reports_each_similarity(tiny_llama, shared_data, tmp_path):
+    out = tmp_path / "untrained.json"
+    stdout = run_script(
+        "untrained_similarity.py",
+        *("--model", tiny_llama, "--data", os.path.join(shared_data, "sts", "stsb", "dev.jsonl.gz")),
+        *("--limit", "40", "--pma-heads", "4", "--iem-hidden-dim", "16", "--output", str(out)),
+    )
+    result = json.loads(out.read_text())
+    spearman = result["spearman"]
+    assert result["pairs"] == 40 and "untrained_similarity.py" in result["machine"]["command"]
+    assert len(spearman) == 4 and all(-100 <= value <= 100 for value in spearman.values())
+    assert len(set(spearman.values())) == 4  # four different similarities, not one computed four times
+    assert "| cosine of PMA embeddings |" in stdout
+
+
 def test_quality_table_runs_every_cell(tiny_llama, minilm, shared_data, tmp_path):
     torch.manual_seed(0)
     student = tmp_path / "student"

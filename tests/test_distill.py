@@ -260,6 +260,19 @@ def test_train_datasets_must_match_the_config(tiny_llama, eval_data, tmp_path):
         distill(config, {"nli_toy": train_datasets()["nli_toy"]})
 
 
+def test_cosine_residual_and_in_batch_hard_negatives_train_and_are_saved(tiny_llama, eval_data, tmp_path):
+    from d2llm_st import D2LLM
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run")).with_overrides(
+        ["student.iem_cosine_residual=true", "loss.in_batch_hard_negatives=true"]
+    )
+    result = distill(config, train_datasets())
+    reloaded = D2LLM(result.model_dir, device="cpu")
+    assert reloaded.iem.cosine_residual
+    assert reloaded.iem.symmetric.cosine_scale.item() != 20.0 and reloaded.iem.asymmetric.cosine_scale.item() != 20.0
+    assert "in-batch tau=1.0 with hard negatives" in open(os.path.join(result.model_dir, "README.md")).read()
+
+
 def test_cli_runs_a_config_file_with_overrides(tiny_llama, eval_data, tmp_path, capsys):
     from d2llm_st.cli import main
 

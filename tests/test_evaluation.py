@@ -84,7 +84,7 @@ class FixedScorer(Scorer):
 def test_similarity_uses_the_symmetric_iem(student):
     evaluator = IEMSimilarityEvaluator([a for a, _ in PAIRS], [b for _, b in PAIRS], GOLD, name="sts")
     metrics = evaluator(student)
-    expected = correlation(student.predict(PAIRS, "symmetric"), GOLD)
+    expected = correlation(student.predict(PAIRS, "symmetric", apply_sigmoid=False), GOLD)
     assert metrics == pytest.approx({"sts_spearman": expected["spearman"], "sts_pearson": expected["pearson"]})
     assert evaluator.primary_metric == "sts_spearman"
     swapped = IEMSimilarityEvaluator([b for _, b in PAIRS], [a for a, _ in PAIRS], GOLD, name="sts")(student)
@@ -117,6 +117,28 @@ def test_reranking_map_and_mrr_on_fixed_scores():
     assert metrics["as_map"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
     assert metrics["as_mrr"] == pytest.approx((0.5 + 1) / 2)
     assert {task for _, task in scorer.calls} == {"asymmetric"}
+
+
+def test_d2llm_is_ranked_by_logits_where_its_p_yes_rounds_to_one(tiny_llama):
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=16, device="cpu")
+    torch.nn.init.normal_(model.iem.asymmetric.head.weight, std=3.0)
+    torch.nn.init.constant_(model.iem.asymmetric.head.bias, 60.0)  # float32 sigmoid: 1.0 for every pair
+    docs = list(CORPUS.values())
+    pairs = [("what is the capital of france ?", doc) for doc in docs]
+    assert (model.predict(pairs) == 1.0).all()
+    logits = model.predict(pairs, apply_sigmoid=False)
+    assert len(set(logits.tolist())) == len(docs)
+    assert as_scorer(model).score_pairs(pairs, "asymmetric") == pytest.approx(logits, abs=1e-4)
+    # The worst-scored document listed first: tied scores would keep that order and rank it first.
+    worst = int(np.argmin(logits))
+    sample = {
+        "query": pairs[0][0],
+        "positive": [docs[worst]],
+        "negative": [d for i, d in enumerate(docs) if i != worst],
+    }
+    metrics = IEMRerankingEvaluator([sample], name="as")(model)
+    assert metrics["as_mrr"] == pytest.approx(1 / len(docs))
 
 
 def test_bi_encoder_matches_sentence_transformers_evaluators(minilm, shared_data):
@@ -257,7 +279,7 @@ def test_cli_eval(student, tmp_path, capsys):
     argv = ["eval", "--model", str(tmp_path / "student"), "--task", "sts", "--data", str(data), "--device", "cpu"]
     assert cli_main([*argv, "--output", str(output)]) == 0
     result = json.loads(output.read_text())
-    assert result["settings"]["model_type"] == "d2llm" and result["settings"]["score"] == "IEM"
+    assert result["settings"]["model_type"] == "d2llm" and result["settings"]["score"] == "IEM logit"
     expected = correlation(D2LLM(str(tmp_path / "student"), device="cpu").predict(PAIRS, "symmetric"), GOLD)
     assert result["metrics"]["spearman"] == pytest.approx(expected["spearman"], abs=1e-6)
     assert "spearman" in capsys.readouterr().out

@@ -278,6 +278,21 @@ def test_rerank_encodes_passages_and_uses_usable_node_embeddings(model, passage_
         assert passage_encodings == [len(PASSAGES)]
 
 
+def test_rerank_orders_by_logit_where_p_yes_rounds_to_one(d2llm_path):
+    model = D2LLM(d2llm_path, device="cpu")
+    torch.nn.init.constant_(model.iem.asymmetric.head.bias, 60.0)  # float32 sigmoid: 1.0 for every pair
+    nodes = [NodeWithScore(node=node, score=0.5) for node in make_nodes()]
+    query = model.encode_texts([QUERY], "query")[0]
+    logits = model.score(
+        query, model.encode_texts([TEXTS[n.node.node_id] for n in nodes], "passage"), apply_sigmoid=False
+    )
+    expected = [nodes[i].node.node_id for i in logits.argsort(descending=True).tolist()]
+    assert expected != [n.node.node_id for n in nodes]  # input order differs from the logit order
+    reranked = D2LLMRerank(model=model, top_n=len(nodes)).postprocess_nodes(nodes, query_str=QUERY)
+    assert [n.node.node_id for n in reranked] == expected
+    assert [n.score for n in reranked] == [1.0] * len(nodes)
+
+
 def test_kept_retrieval_score_does_not_leak_into_embedded_or_llm_text(model):
     nodes = [NodeWithScore(node=node, score=0.1 * i) for i, node in enumerate(make_nodes())]
     texts_before = {n.node.node_id: n.node.get_content(MetadataMode.EMBED) for n in nodes}

@@ -263,6 +263,30 @@ def test_false_negatives_leave_or_join_the_positives(tiny_llama, mode):
     assert terms["contrastive_imitation"].item() != pytest.approx(unfiltered.item(), rel=1e-3)
 
 
+def test_in_batch_hard_negatives_widen_the_softmax_and_skip_own_false_negatives(tiny_llama):
+    model = make_student(tiny_llama).eval()
+    false_negative_filter = DynamicFalseNegativeFilter(theta=0.5)  # flags row 1's first negative (0.6)
+    loss = D2LLMDistillLoss(
+        model, in_batch_hard_negatives=True, false_negative_filter=false_negative_filter, alpha=0.0, beta=0.0
+    )
+    features, labels = collate(model, ROWS)
+    terms = loss(features, labels)
+
+    with torch.no_grad():
+        embeddings = [model(dict(f))["sentence_embedding"] for f in features]
+        anchors = embeddings[0]
+        positives = model.iem.pairwise_logits(anchors, embeddings[1], "asymmetric")
+        negatives = model.iem.pairwise_logits(anchors, torch.cat(embeddings[2:]), "asymmetric")  # [3, 2 x 3]
+    # hand-built: log-sum-exp over 3 positives + 6 negatives, row 1 without its own negative_1 (column 1)
+    expected = []
+    for row in range(3):
+        row_negatives = [negatives[row, column] for column in range(6) if not (row == 1 and column == 1)]
+        row_logits = torch.stack([*positives[row], *row_negatives])
+        expected.append(torch.logsumexp(row_logits, 0) - positives[row, row])
+    assert terms["in_batch"].item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    assert terms["in_batch"].item() > in_batch_loss(positives).item()  # more negatives, larger loss
+
+
 def test_gradient_checkpointing_keeps_lora_gradients(tiny_llama):
     model = make_student(tiny_llama)
     model.gradient_checkpointing_enable({"use_reentrant": False})

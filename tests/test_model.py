@@ -31,9 +31,9 @@ def train_a_little(model: D2LLM) -> None:
                 param.add_(0.05 * torch.randn_like(param))
 
 
-@pytest.mark.parametrize("lora_r", [None, 4])
-def test_save_load_round_trip(tiny_llm, tmp_path, lora_r):
-    model = build(tiny_llm, lora_r=lora_r)
+@pytest.mark.parametrize(("lora_r", "iem_cosine_residual"), [(None, False), (4, False), (4, True)])
+def test_save_load_round_trip(tiny_llm, tmp_path, lora_r, iem_cosine_residual):
+    model = build(tiny_llm, lora_r=lora_r, iem_cosine_residual=iem_cosine_residual)
     train_a_little(model)
     embeddings = model.encode(TEXTS, convert_to_tensor=True)
     scores = {task: model.predict(PAIRS, task=task) for task in ("symmetric", "asymmetric")}
@@ -57,6 +57,7 @@ def test_save_load_round_trip(tiny_llm, tmp_path, lora_r):
     for task, expected in scores.items():
         np.testing.assert_allclose(reloaded.predict(PAIRS, task=task), expected, atol=1e-5)
     assert reloaded.backbone.has_lora == (lora_r is not None)
+    assert reloaded.iem.cosine_residual == iem_cosine_residual
 
 
 def test_saved_adapter_does_not_point_at_this_machine(tiny_llama, tmp_path):
@@ -135,6 +136,22 @@ def test_iem_symmetric_branch_is_order_insensitive():
     matrix = iem.pairwise_logits(a, b, "asymmetric")
     assert matrix.shape == (5, 5)
     torch.testing.assert_close(matrix.diagonal(), iem.logits(a, b, "asymmetric"))
+
+
+def test_iem_cosine_residual_adds_a_learnable_scaled_cosine():
+    torch.manual_seed(0)
+    plain = IEM(16, hidden_dim=8)
+    residual = IEM(16, hidden_dim=8, cosine_residual=True, cosine_scale=5.0)
+    residual.load_state_dict(plain.state_dict(), strict=False)  # same MLP weights, plus the two scales
+    a, b = torch.randn(5, 16), torch.randn(5, 16)
+    for task in ("symmetric", "asymmetric"):
+        expected = plain.logits(a, b, task) + 5.0 * torch.nn.functional.cosine_similarity(a, b, dim=-1)
+        torch.testing.assert_close(residual.logits(a, b, task), expected)
+    torch.testing.assert_close(residual.logits(a, b, "symmetric"), residual.logits(b, a, "symmetric"))
+
+    residual.logits(a, b, "asymmetric").sum().backward()
+    assert residual.asymmetric.cosine_scale.grad is not None and residual.symmetric.cosine_scale.grad is None
+    assert plain.asymmetric.cosine_scale is None
 
 
 def test_predict_symmetric_is_order_insensitive(tiny_llama):

@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
         f"\nbackbone: {type(model.backbone.base_model).__name__}, {model.backbone.config.num_hidden_layers} layers; "
         f"embedding size {passage_embeddings.shape[1]}"
     )
-    iem = model.score(query_embedding, passage_embeddings, task="asymmetric").cpu()
+    logits = model.score(query_embedding, passage_embeddings, task="asymmetric", apply_sigmoid=False).cpu()
+    iem = logits.sigmoid()
     cosine = torch.nn.functional.cosine_similarity(query_embedding[None], passage_embeddings).cpu()
     print(f"\nquery: {args.query}\n")
     print(f"{'rank':>4}  {'IEM P(yes)':>10}  {'cosine':>7}  passage")
-    for rank, index in enumerate(iem.argsort(descending=True).tolist(), start=1):
+    for rank, index in enumerate(logits.argsort(descending=True).tolist(), start=1):  # P(yes) can tie at 1.0
         print(f"{rank:>4}  {iem[index]:>10.4f}  {cosine[index]:>7.4f}  {passages[index]}")
     return 0

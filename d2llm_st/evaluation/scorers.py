@@ -86,10 +86,14 @@ class EmbeddingScorer(Scorer):
 
 
 class D2LLMScorer(EmbeddingScorer):
-    """A D2LLM student: embeddings from backbone + PMA, pair scores from the IEM (emulated ``P(yes)``)."""
+    """A D2LLM student: embeddings from backbone + PMA, pair scores from the IEM.
+
+    Scores are IEM logits, not ``P(yes)``: the sigmoid is monotone, so every metric is the same, except
+    that in float32 it rounds logits above about 17 to exactly 1.0, which would turn a ranking into ties.
+    """
 
     model_type = "d2llm"
-    score_name = "IEM"
+    score_name = "IEM logit"
     reranks = True
 
     def embed(self, texts: Sequence[str], role: str) -> torch.Tensor:
@@ -98,7 +102,7 @@ class D2LLMScorer(EmbeddingScorer):
         )
 
     def score_embeddings(self, a: torch.Tensor, b: torch.Tensor, task: Task) -> torch.Tensor:
-        return self.model.score(a, b, task)
+        return self.model.score(a, b, task, apply_sigmoid=False)
 
 
 class BiEncoderScorer(EmbeddingScorer):

@@ -101,6 +101,7 @@ class D2LLMDistillLoss(nn.Module):
         eta: float = 0.001,
         temperature: float = 1.0,
         in_batch_temperature: float = 1.0,
+        in_batch_hard_negatives: bool = False,
         easy_negative_score: float = 0.0,
         false_negative_filter: FalseNegativeFilter | None = None,
         teacher: Teacher | None = None,
@@ -117,6 +118,7 @@ class D2LLMDistillLoss(nn.Module):
             L = L_in-batch + alpha L_CI + beta L_RI_a + gamma L_RI_b + eta L_FI (+ w L_word)
 
             L_in-batch = mean_i -log softmax_j(z(a_i, p_j) / tau_ib)[i]                      (B x B matrix)
+                         (with ``in_batch_hard_negatives``: B x B(1 + K), every row's hard negatives too)
             L_CI       = mean_i -log softmax_c(z_ic w_ic / tau)[p],  w = s (positive), 1 - s (negatives)
             L_RI_a     = mean_i 1 - Pearson_c(z_ic, s_ic)
             L_RI_b     = mean_{i,k,j!=i} max(0, s_ik - s_easy) * -log sigmoid(z(a_i, n_ik) - z(a_i, p_j))
@@ -140,6 +142,9 @@ class D2LLMDistillLoss(nn.Module):
             alpha, beta, gamma, eta: Weights of CI, RI a, RI b and FI (defaults from the D2LLM code).
             temperature: ``tau`` of the CI softmax.
             in_batch_temperature: ``tau_ib`` of the in-batch softmax.
+            in_batch_hard_negatives: Also put every row's hard negatives in the in-batch softmax, as
+                ``MultipleNegativesRankingLoss`` does: ``B(1 + K)`` candidates per anchor instead of ``B``.
+                An anchor's own hard negatives that the false-negative filter flags are left out of its row.
             easy_negative_score: ``s_easy``, the teacher score assumed for in-batch negatives in RI b.
             false_negative_filter: ``d2llm_st.data.false_negatives.DynamicFalseNegativeFilter`` or ``None``.
                 Re-estimate its threshold during training with
@@ -204,6 +209,7 @@ class D2LLMDistillLoss(nn.Module):
         self.alpha, self.beta, self.gamma, self.eta = alpha, beta, gamma, eta
         self.temperature = temperature
         self.in_batch_temperature = in_batch_temperature
+        self.in_batch_hard_negatives = in_batch_hard_negatives
         self.easy_negative_score = easy_negative_score
         self.false_negative_filter = false_negative_filter
         self.word_level_weight = word_level_weight
@@ -248,6 +254,26 @@ class D2LLMDistillLoss(nn.Module):
         flagged = self.false_negative_filter.mask(teacher_scores[:, 1:].detach().cpu().numpy())
         return torch.as_tensor(np.asarray(flagged, dtype=bool), device=teacher_scores.device)
 
+    def _in_batch_matrix(
+        self,
+        positive_logits: torch.Tensor,
+        anchors: torch.Tensor,
+        candidates: torch.Tensor,
+        false_negatives: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``[B, B]`` anchor x positive logits, or with ``in_batch_hard_negatives`` ``[B, B(1 + K)]``: the
+        positives first, then every row's hard negatives (own flagged false negatives masked out)."""
+        if not self.in_batch_hard_negatives or candidates.shape[1] < 2:
+            return positive_logits
+        batch, n_negatives = candidates.shape[0], candidates.shape[1] - 1
+        negatives = candidates[:, 1:].reshape(batch * n_negatives, -1)
+        negative_logits = self.iem.pairwise_logits(anchors, negatives, self.task)
+        if false_negatives is not None:
+            own = torch.zeros(batch, batch, n_negatives, dtype=torch.bool, device=negative_logits.device)
+            own[torch.arange(batch), torch.arange(batch)] = false_negatives
+            negative_logits = negative_logits.masked_fill(own.reshape(batch, -1), float("-inf"))
+        return torch.cat([positive_logits, negative_logits], dim=1)
+
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         sentence_features = list(sentence_features)
         if len(sentence_features) < 2:
@@ -266,7 +292,8 @@ class D2LLMDistillLoss(nn.Module):
         to_positive = getattr(self.false_negative_filter, "mode", "drop") == "to_positive"
         positive_mask, valid_mask = candidate_masks(logits.shape, logits.device, false_negatives, to_positive)
 
-        terms = {"in_batch": in_batch_loss(in_batch_logits, self.in_batch_temperature)}
+        in_batch_matrix = self._in_batch_matrix(in_batch_logits, anchors, candidates, false_negatives)
+        terms = {"in_batch": in_batch_loss(in_batch_matrix, self.in_batch_temperature)}
         if n_candidates > 1:
             if self.alpha:
                 terms["contrastive_imitation"] = self.alpha * contrastive_imitation_loss(
@@ -317,6 +344,7 @@ class D2LLMDistillLoss(nn.Module):
             "eta": self.eta,
             "temperature": self.temperature,
             "in_batch_temperature": self.in_batch_temperature,
+            "in_batch_hard_negatives": self.in_batch_hard_negatives,
             "easy_negative_score": self.easy_negative_score,
             "false_negative_filter": None
             if self.false_negative_filter is None

@@ -7,6 +7,11 @@ linear head to a logit ``z``; ``sigmoid(z)`` is the emulated ``P(yes)``.
 - ``symmetric`` (NLI / STS): ``h = (f(a, b) + f(b, a)) / 2``, so the score ignores the order.
 - ``asymmetric`` (query -> passage IR): ``h = f(query, passage)``.
 
+With ``cosine_residual`` the logit is ``head(h) + c * cos(a, b)`` with a learnable scale ``c``: the MLP
+then learns the interaction *on top of* the embeddings' cosine instead of from a random start, which
+matters when a student trains for few steps (the PMA embeddings' cosine is already a usable similarity,
+a random MLP's logit is not; see docs/results.md). Off by default, as in D2LLM.
+
 The hidden vector ``h`` is what feature imitation aligns with the teacher's features. The IEM is a
 pass-through module in the sentence-transformers pipeline: ``encode`` returns embeddings, and
 scoring goes through :meth:`IEM.logits` (``D2LLM.score`` / ``D2LLM.predict``).
@@ -17,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from d2llm_st.modules.base import ConfiguredModule
@@ -34,8 +40,9 @@ def check_task(task: str) -> str:
 class _Branch(nn.Module):
     """``Linear(4d -> h) -> GELU`` over ``[a, b, a*b, |a-b|]``, split so ``a`` and ``b`` broadcast cheaply."""
 
-    def __init__(self, embedding_dim: int, hidden_dim: int, dropout: float) -> None:
+    def __init__(self, embedding_dim: int, hidden_dim: int, dropout: float, cosine_scale: float | None) -> None:
         super().__init__()
+        self.cosine_scale = None if cosine_scale is None else nn.Parameter(torch.tensor(float(cosine_scale)))
         self.a_proj = nn.Linear(embedding_dim, hidden_dim)
         self.b_proj = nn.Linear(embedding_dim, hidden_dim, bias=False)
         self.product_proj = nn.Linear(embedding_dim, hidden_dim, bias=False)
@@ -56,17 +63,29 @@ class IEM(ConfiguredModule):
         embedding_dim: Size of the sentence embeddings (PMA output).
         hidden_dim: Width of each branch's hidden layer.
         dropout: Dropout on the hidden vector during training.
+        cosine_residual: Add ``c * cos(a, b)`` to each branch's logit, ``c`` learnable per branch and
+            initialised to ``cosine_scale``.
+        cosine_scale: Initial ``c`` (20, the scale of sentence-transformers' MultipleNegativesRankingLoss).
     """
 
-    config_keys = ["embedding_dim", "hidden_dim", "dropout"]
+    config_keys = ["embedding_dim", "hidden_dim", "dropout", "cosine_residual", "cosine_scale"]
 
-    def __init__(self, embedding_dim: int, hidden_dim: int = 512, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        embedding_dim: int,
+        hidden_dim: int = 512,
+        dropout: float = 0.0,
+        cosine_residual: bool = False,
+        cosine_scale: float = 20.0,
+    ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.hidden_dim = hidden_dim
         self.dropout = dropout
-        self.symmetric = _Branch(embedding_dim, hidden_dim, dropout)
-        self.asymmetric = _Branch(embedding_dim, hidden_dim, dropout)
+        self.cosine_residual = cosine_residual
+        self.cosine_scale = cosine_scale
+        self.symmetric = _Branch(embedding_dim, hidden_dim, dropout, cosine_scale if cosine_residual else None)
+        self.asymmetric = _Branch(embedding_dim, hidden_dim, dropout, cosine_scale if cosine_residual else None)
 
     def hidden(self, a: torch.Tensor, b: torch.Tensor, task: Task) -> torch.Tensor:
         """Hidden interaction vectors ``[..., hidden_dim]`` for broadcastable ``a``, ``b`` of shape ``[..., d]``."""
@@ -82,6 +101,9 @@ class IEM(ConfiguredModule):
         hidden = self.hidden(a, b, task)
         branch = self.symmetric if task == "symmetric" else self.asymmetric
         logits = branch.head(hidden).squeeze(-1)
+        if branch.cosine_scale is not None:
+            a, b = a.to(hidden.dtype), b.to(hidden.dtype)
+            logits = logits + branch.cosine_scale * F.cosine_similarity(a, b, dim=-1)
         return (logits, hidden) if return_hidden else logits
 
     def pairwise_logits(self, a: torch.Tensor, b: torch.Tensor, task: Task) -> torch.Tensor:

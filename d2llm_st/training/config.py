@@ -47,6 +47,7 @@ class StudentConfig:
     pma_attention_scale: str = "head_dim"
     iem_hidden_dim: int = 512
     iem_dropout: float = 0.0
+    iem_cosine_residual: bool = False
     max_seq_length: int = 128
     bidirectional_from_layer: int | None = None
     query_prompt: str | None = "Query: "
@@ -104,6 +105,7 @@ class LossConfig:
     eta: float = 0.001
     temperature: float = 1.0
     in_batch_temperature: float = 1.0
+    in_batch_hard_negatives: bool = False
     easy_negative_score: float = 0.0
     word_level_weight: float = 0.1
     word_level_temperature: float = 0.1

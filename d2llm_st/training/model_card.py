@@ -68,7 +68,8 @@ class DistillationCardData:
                 "",
                 "`L = in-batch + alpha CI + beta RI_pearson + gamma RI_pairwise + eta FI + w word-level` with "
                 f"alpha={loss.alpha}, beta={loss.beta}, gamma={loss.gamma}, eta={loss.eta}, tau={loss.temperature}, "
-                f"in-batch tau={loss.in_batch_temperature}, w={loss.word_level_weight} "
+                f"in-batch tau={loss.in_batch_temperature}"
+                f"{' with hard negatives' if loss.in_batch_hard_negatives else ''}, w={loss.word_level_weight} "
                 f"(word-level tau={loss.word_level_temperature}).",
             ]
             filtering = config.false_negatives

@@ -1,0 +1,100 @@
+"""How good is an untrained D2LLM student's similarity, before any training step?
+
+A fresh student has a randomly initialised PMA and IEM. This script embeds an STS set with one and reports
+Spearman (x100) against the gold scores for four similarities of the same sentence pairs:
+
+- cosine of the PMA embeddings, and cosine of mean-pooled backbone token states (what MNRL starts from);
+- the random IEM's symmetric logit, and the same IEM with ``cosine_residual`` at initialisation.
+
+It explains why a short distillation run starts far behind a mean-pooling + cosine baseline, and what the
+IEM's cosine residual changes (docs/results.md, distillation section).
+
+Usage::
+
+    python benchmarks/untrained_similarity.py --model bundled:smollm2 --data ../shared/data/sts/stsb/dev.jsonl.gz \\
+        --limit 300 --output docs/benchmarks/untrained_similarity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import torch
+from common import machine_info, markdown_table
+from scipy.stats import spearmanr
+
+from d2llm_st import D2LLM
+from d2llm_st.data.readers import read_sts
+from d2llm_st.training.distill import resolve_model_path
+
+logger = logging.getLogger("untrained_similarity")
+
+
+@torch.no_grad()
+def pooled_embeddings(model: D2LLM, texts: list[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PMA embeddings and mean-pooled token states of ``texts`` (symmetric prompt), from one backbone pass."""
+    backbone, pma = model[0], model[1]
+    prompt = model.prompts.get("symmetric", "")
+    pma_out, mean_out = [], []
+    for start in range(0, len(texts), batch_size):
+        features = model.preprocess([prompt + text for text in texts[start : start + batch_size]])
+        out = backbone(dict(features))
+        pma_out.append(pma.pool(out["token_embeddings"], out["attention_mask"]))
+        mask = out["attention_mask"][..., None].to(out["token_embeddings"].dtype)
+        mean_out.append((out["token_embeddings"] * mask).sum(1) / mask.sum(1))
+    return torch.cat(pma_out).float(), torch.cat(mean_out).float()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="bundled:smollm2", help="Causal LM: folder, hub id or bundled:NAME.")
+    parser.add_argument("--data", required=True, help="STS jsonl(.gz) with sentence1, sentence2, score.")
+    parser.add_argument("--limit", type=int, default=300, help="First N pairs.")
+    parser.add_argument("--pma-heads", type=int, default=8)
+    parser.add_argument("--iem-hidden-dim", type=int, default=256)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--prompt", default="Text: ", help="Symmetric prompt.")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", help="Write the figures and the machine description as JSON here.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    rows = read_sts(args.data)[: args.limit]
+    gold = [row["score"] for row in rows]
+    torch.manual_seed(args.seed)
+    model = D2LLM.from_llm(
+        resolve_model_path(args.model),
+        pma_heads=args.pma_heads,
+        iem_hidden_dim=args.iem_hidden_dim,
+        iem_cosine_residual=True,
+        max_seq_length=args.max_seq_length,
+        symmetric_prompt=args.prompt,
+    ).eval()
+    texts = [row["sentence1"] for row in rows] + [row["sentence2"] for row in rows]
+    pma, mean = pooled_embeddings(model, texts, args.batch_size)
+    n = len(rows)
+    iem = model.iem
+    with torch.no_grad():
+        with_residual = iem.logits(pma[:n], pma[n:], "symmetric")
+        cosine_term = iem.symmetric.cosine_scale * torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1)
+    similarities = {
+        "cosine of PMA embeddings": torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1),
+        "cosine of mean-pooled token states": torch.nn.functional.cosine_similarity(mean[:n], mean[n:], dim=-1),
+        "random IEM logit": with_residual - cosine_term,
+        "IEM logit with cosine residual (c = 20)": with_residual,
+    }
+    results = {name: 100 * float(spearmanr(values.numpy(), gold).statistic) for name, values in similarities.items()}
+    print(markdown_table(["untrained similarity", f"Spearman x100 ({n} pairs)"], list(results.items())))
+    if args.output:
+        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump({"machine": machine_info(torch.device("cpu")), "pairs": n, "spearman": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
