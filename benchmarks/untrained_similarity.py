@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 
 import torch
@@ -28,9 +27,8 @@ from scipy.stats import spearmanr
 
 from d2llm_st import D2LLM
 from d2llm_st.data.readers import read_sts
+from d2llm_st.deelm.turning_point import pool
 from d2llm_st.training.distill import resolve_model_path
-
-logger = logging.getLogger("untrained_similarity")
 
 
 @torch.no_grad()
@@ -43,8 +41,7 @@ def pooled_embeddings(model: D2LLM, texts: list[str], batch_size: int) -> tuple[
         features = model.preprocess([prompt + text for text in texts[start : start + batch_size]])
         out = backbone(dict(features))
         pma_out.append(pma.pool(out["token_embeddings"], out["attention_mask"]))
-        mask = out["attention_mask"][..., None].to(out["token_embeddings"].dtype)
-        mean_out.append((out["token_embeddings"] * mask).sum(1) / mask.sum(1))
+        mean_out.append(pool(out["token_embeddings"], out["attention_mask"], "mean"))
     return torch.cat(pma_out).float(), torch.cat(mean_out).float()
 
 
@@ -61,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", help="Write the figures and the machine description as JSON here.")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     rows = read_sts(args.data)[: args.limit]
     gold = [row["score"] for row in rows]
@@ -77,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     texts = [row["sentence1"] for row in rows] + [row["sentence2"] for row in rows]
     pma, mean = pooled_embeddings(model, texts, args.batch_size)
     n = len(rows)
-    iem = model.iem
+    pma_cosine = torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1)
     with torch.no_grad():
-        with_residual = iem.logits(pma[:n], pma[n:], "symmetric")
-        cosine_term = iem.symmetric.cosine_scale * torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1)
+        with_residual = model.iem.logits(pma[:n], pma[n:], "symmetric")
+        random_iem = with_residual - model.iem.symmetric.cosine_scale * pma_cosine
     similarities = {
-        "cosine of PMA embeddings": torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1),
+        "cosine of PMA embeddings": pma_cosine,
         "cosine of mean-pooled token states": torch.nn.functional.cosine_similarity(mean[:n], mean[n:], dim=-1),
-        "random IEM logit": with_residual - cosine_term,
+        "random IEM logit": random_iem,
         "IEM logit with cosine residual (c = 20)": with_residual,
     }
     results = {name: 100 * float(spearmanr(values.numpy(), gold).statistic) for name, values in similarities.items()}

@@ -101,6 +101,6 @@ def rank_nodes(
     passages = torch.stack([vectors[n.node.node_id] for n in nodes])
     # Rank by logit: a float32 sigmoid rounds logits above about 17 to exactly 1.0, which would tie them.
     logits = model.score(query_embedding, passages, task="asymmetric", apply_sigmoid=False).cpu()
-    scores = logits.sigmoid().tolist()
-    order = sorted(range(len(nodes)), key=lambda i: -logits[i].item())[:top_n]
+    ranking, scores = logits.tolist(), logits.sigmoid().tolist()
+    order = sorted(range(len(nodes)), key=lambda i: -ranking[i])[:top_n]
     return [NodeWithScore(node=nodes[i].node, score=scores[i]) for i in order], len(missing)
