@@ -1,11 +1,13 @@
-"""Teacher quality before and after yes/no fine-tuning: SNLI dev AUC and WikiQA dev answer-selection NDCG@10.
+"""Teacher quality before and after yes/no fine-tuning: SNLI dev AUC, WikiQA dev NDCG@10, STS-B dev Spearman.
 
     nice -n 10 python benchmarks/teacher_quality.py --output /work/runs/teacher-smollm2
 
 Steps: zero-shot evaluation of the base LLM -> LoRA fine-tuning on SNLI train (entailment = yes,
-contradiction = no) plus WikiQA train candidates (correct = yes, incorrect = no) -> the same evaluation
-of the tuned teacher. Prints a markdown table and writes ``teacher_quality.json`` next to the teacher.
-Scores are cached (``<output>-cache.sqlite``) and training checkpoints kept, so an interrupted run resumes.
+contradiction = no) plus WikiQA train candidates (correct = yes, incorrect = no), plus optionally STS-B
+train pairs (``--stsb-train-pairs``, the normalised score as a soft target) -> the same evaluation of the
+tuned teacher. STS-B dev is the same fixed 300-pair subset the distillation configs evaluate on.
+Prints a markdown table and writes ``teacher_quality.json`` next to the teacher. Scores are
+cached (``<output>-cache.sqlite``) and training checkpoints kept, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import random
 import sys
 import time
 
-from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli
-from d2llm_st.evaluation.metrics import binary_classification, ranking
+from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli, read_sts, sts_pairs
+from d2llm_st.evaluation.base import subsample
+from d2llm_st.evaluation.metrics import binary_classification, correlation, ranking
 from d2llm_st.teacher import LLMTeacher, TeacherTrainingConfig, finetune_teacher
 
 logger = logging.getLogger("teacher_quality")
@@ -40,9 +43,11 @@ def balanced_sample(pairs: list, per_label: int, seed: int) -> list:
     return sample
 
 
-def evaluate(teacher: LLMTeacher, snli_dev: list, wikiqa_dev, batch_size: int) -> dict[str, float]:
-    """SNLI dev entailment-vs-contradiction AUC, WikiQA dev candidate re-ranking NDCG@10 / MRR@10 / MAP."""
+def evaluate(teacher: LLMTeacher, snli_dev: list, wikiqa_dev, stsb_dev: list, batch_size: int) -> dict[str, float]:
+    """SNLI dev entailment-vs-contradiction AUC, WikiQA dev re-ranking NDCG@10 / MRR@10 / MAP, STS-B dev Spearman."""
     started = time.time()
+    sts_scores = teacher.score([(p.text_a, p.text_b) for p in stsb_dev], "symmetric", batch_size=batch_size).scores
+    sts = correlation(sts_scores, [p.label for p in stsb_dev])
     nli_scores = teacher.score([(p.text_a, p.text_b) for p in snli_dev], "symmetric", batch_size=batch_size).scores
     nli = binary_classification(nli_scores, [int(p.label) for p in snli_dev])
     keys = [(qid, doc) for qid, docs in wikiqa_dev.candidates.items() for doc in docs]
@@ -58,6 +63,7 @@ def evaluate(teacher: LLMTeacher, snli_dev: list, wikiqa_dev, batch_size: int) -
         "wikiqa_ndcg@10": ir["ndcg@10"],
         "wikiqa_mrr@10": ir["mrr@10"],
         "wikiqa_map": ir["map"],
+        "stsb_spearman": sts["spearman"],
         "eval_seconds": time.time() - started,
     }
 
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snli-train-per-label", type=int, default=1000)
     parser.add_argument("--wikiqa-train-per-label", type=int, default=800)
     parser.add_argument("--snli-dev-per-label", type=int, default=300)
+    parser.add_argument("--stsb-train-pairs", type=int, default=0, help="STS-B train pairs (soft targets) to add.")
+    parser.add_argument("--stsb-dev-pairs", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -99,14 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         nli_pairs(read_nli(os.path.join(nli_dir, "dev.jsonl.gz"))), args.snli_dev_per_label, args.seed
     )
     wikiqa_dev = read_beir(wikiqa_dir, "dev")
+    stsb_dir = os.path.join(args.data, "sts", "stsb")
+    stsb_train = sts_pairs(
+        random.Random(args.seed).sample(read_sts(os.path.join(stsb_dir, "train.jsonl.gz")), args.stsb_train_pairs)
+    )
+    stsb_dev = sts_pairs(
+        subsample(read_sts(os.path.join(stsb_dir, "dev.jsonl.gz")), args.stsb_dev_pairs, "STS-B dev pairs")
+    )
+    train = snli_train + wikiqa_train + stsb_train
     logger.info(
-        f"train: {len(snli_train)} SNLI + {len(wikiqa_train)} WikiQA pairs; eval: {len(snli_dev)} SNLI dev pairs, "
+        f"train: {len(snli_train)} SNLI + {len(wikiqa_train)} WikiQA + {len(stsb_train)} STS-B pairs; "
+        f"eval: {len(stsb_dev)} STS-B dev pairs, {len(snli_dev)} SNLI dev pairs, "
         f"{sum(map(len, wikiqa_dev.candidates.values()))} WikiQA dev candidates of {len(wikiqa_dev.candidates)} queries"
     )
     cache = f"{os.path.normpath(args.output)}-cache.sqlite"
     results = {}
     base = LLMTeacher(args.model, max_length=args.max_length, cache=cache)
-    results["zero-shot"] = evaluate(base, snli_dev, wikiqa_dev, args.eval_batch_size)
+    results["zero-shot"] = evaluate(base, snli_dev, wikiqa_dev, stsb_dev, args.eval_batch_size)
     del base
 
     config = TeacherTrainingConfig(
@@ -120,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     started = time.time()
-    finetune_teacher(args.model, snli_train + wikiqa_train, args.output, config)
+    finetune_teacher(args.model, train, args.output, config)
     train_seconds = time.time() - started
     tuned = LLMTeacher(args.output, cache=cache)
-    results["fine-tuned"] = evaluate(tuned, snli_dev, wikiqa_dev, args.eval_batch_size)
+    results["fine-tuned"] = evaluate(tuned, snli_dev, wikiqa_dev, stsb_dev, args.eval_batch_size)
 
     report = {
         "results": results,
-        "train_pairs": len(snli_train) + len(wikiqa_train),
+        "train_pairs": len(train),
         "train_seconds": train_seconds,
         "config": config.to_dict(),
         "command": " ".join(["python"] + sys.argv),
@@ -136,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(os.path.join(args.output, "teacher_quality.json"), "w") as f:
         json.dump(report, f, indent=2)
-    print("| teacher | SNLI dev AUC (E vs C) | SNLI dev acc | WikiQA dev NDCG@10 | MRR@10 | MAP |")
-    print("|---|---|---|---|---|---|")
+    print("| teacher | STS-B dev Spearman | SNLI dev AUC (E vs C) | SNLI dev acc | WikiQA dev NDCG@10 | MRR@10 | MAP |")
+    print("|---|---|---|---|---|---|---|")
     for name, row in results.items():
         print(
-            f"| {name} | {row['snli_auc']:.4f} | {row['snli_accuracy']:.4f} | {row['wikiqa_ndcg@10']:.4f} | "
-            f"{row['wikiqa_mrr@10']:.4f} | {row['wikiqa_map']:.4f} |"
+            f"| {name} | {row['stsb_spearman']:.4f} | {row['snli_auc']:.4f} | {row['snli_accuracy']:.4f} | "
+            f"{row['wikiqa_ndcg@10']:.4f} | {row['wikiqa_mrr@10']:.4f} | {row['wikiqa_map']:.4f} |"
         )
     print(f"fine-tuning: {report['train_pairs']} pairs, {train_seconds:.0f} s")
     return 0

@@ -1,18 +1,22 @@
-"""How good is an untrained D2LLM student's similarity, before any training step?
+"""Which part of a D2LLM student's symmetric score carries the similarity: the embeddings' cosine or the IEM MLP?
 
-A fresh student has a randomly initialised PMA and IEM. This script embeds an STS set with one and reports
-Spearman (x100) against the gold scores for four similarities of the same sentence pairs:
+The script embeds an STS set and reports Spearman (x100) against the gold scores for four similarities of
+the same sentence pairs:
 
 - cosine of the PMA embeddings, and cosine of mean-pooled backbone token states (what MNRL starts from);
-- the random IEM's symmetric logit, and the same IEM with ``cosine_residual`` at initialisation.
+- the IEM's symmetric MLP logit alone, and the full IEM logit (MLP + ``c * cos`` with ``cosine_residual``).
 
-It explains why a short distillation run starts far behind a mean-pooling + cosine baseline, and what the
-IEM's cosine residual changes (docs/results.md, distillation section).
+By default the student is a fresh one (random PMA and IEM, residual on): it explains why a short
+distillation run starts far behind a mean-pooling + cosine baseline, and what the residual changes.
+``--student`` takes a trained one instead, to see whether training improved the embeddings, the MLP, or
+both (docs/results.md, distillation section).
 
 Usage::
 
     python benchmarks/untrained_similarity.py --model bundled:smollm2 --data ../shared/data/sts/stsb/dev.jsonl.gz \\
         --limit 300 --output docs/benchmarks/untrained_similarity.json
+    python benchmarks/untrained_similarity.py --student runs/ablation-cpu9/full/model --seeded-subset \\
+        --data ../shared/data/sts/stsb/dev.jsonl.gz --limit 300 --output docs/benchmarks/trained_similarity.json
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from scipy.stats import spearmanr
 from d2llm_st import D2LLM
 from d2llm_st.data.readers import read_sts
 from d2llm_st.deelm.turning_point import pool
+from d2llm_st.evaluation.base import subsample
 from d2llm_st.training.distill import resolve_model_path
 
 
@@ -49,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="bundled:smollm2", help="Causal LM: folder, hub id or bundled:NAME.")
     parser.add_argument("--data", required=True, help="STS jsonl(.gz) with sentence1, sentence2, score.")
-    parser.add_argument("--limit", type=int, default=300, help="First N pairs.")
+    parser.add_argument("--limit", type=int, default=300, help="First N pairs (or N seeded, --seeded-subset).")
+    parser.add_argument(
+        "--seeded-subset", action="store_true", help="The evaluators' fixed random subset of N pairs, not the first N."
+    )
+    parser.add_argument("--student", help="A trained D2LLM folder to analyse instead of a fresh student.")
     parser.add_argument("--pma-heads", type=int, default=8)
     parser.add_argument("--iem-hidden-dim", type=int, default=256)
     parser.add_argument("--max-seq-length", type=int, default=64)
@@ -59,36 +68,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="Write the figures and the machine description as JSON here.")
     args = parser.parse_args(argv)
 
-    rows = read_sts(args.data)[: args.limit]
+    rows = read_sts(args.data)
+    rows = subsample(rows, args.limit, "STS pairs") if args.seeded_subset else rows[: args.limit]
     gold = [row["score"] for row in rows]
     torch.manual_seed(args.seed)
-    model = D2LLM.from_llm(
-        resolve_model_path(args.model),
-        pma_heads=args.pma_heads,
-        iem_hidden_dim=args.iem_hidden_dim,
-        iem_cosine_residual=True,
-        max_seq_length=args.max_seq_length,
-        symmetric_prompt=args.prompt,
-    ).eval()
+    if args.student:
+        model = D2LLM(args.student, device="cpu").eval()
+    else:
+        model = D2LLM.from_llm(
+            resolve_model_path(args.model),
+            pma_heads=args.pma_heads,
+            iem_hidden_dim=args.iem_hidden_dim,
+            iem_cosine_residual=True,
+            max_seq_length=args.max_seq_length,
+            symmetric_prompt=args.prompt,
+        ).eval()
     texts = [row["sentence1"] for row in rows] + [row["sentence2"] for row in rows]
     pma, mean = pooled_embeddings(model, texts, args.batch_size)
     n = len(rows)
     pma_cosine = torch.nn.functional.cosine_similarity(pma[:n], pma[n:], dim=-1)
     with torch.no_grad():
-        with_residual = model.iem.logits(pma[:n], pma[n:], "symmetric")
-        random_iem = with_residual - model.iem.symmetric.cosine_scale * pma_cosine
+        full_logit = model.iem.logits(pma[:n], pma[n:], "symmetric")
+    scale = model.iem.symmetric.cosine_scale
+    scale = 0.0 if scale is None else float(scale)
     similarities = {
         "cosine of PMA embeddings": pma_cosine,
         "cosine of mean-pooled token states": torch.nn.functional.cosine_similarity(mean[:n], mean[n:], dim=-1),
-        "random IEM logit": random_iem,
-        "IEM logit with cosine residual (c = 20)": with_residual,
+        "IEM MLP logit (without the residual)": full_logit - scale * pma_cosine,
+        f"IEM logit (MLP + {scale:.1f} * cosine)": full_logit,
     }
     results = {name: 100 * float(spearmanr(values.numpy(), gold).statistic) for name, values in similarities.items()}
-    print(markdown_table(["untrained similarity", f"Spearman x100 ({n} pairs)"], list(results.items())))
+    student = args.student or f"untrained student of {args.model}, seed {args.seed}"
+    print(markdown_table([student, f"Spearman x100 ({n} pairs)"], list(results.items())))
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        report = {"machine": machine_info(torch.device("cpu")), "student": student, "pairs": n, "spearman": results}
         with open(args.output, "w") as f:
-            json.dump({"machine": machine_info(torch.device("cpu")), "pairs": n, "spearman": results}, f, indent=2)
+            json.dump(report, f, indent=2)
     return 0
 
 

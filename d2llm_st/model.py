@@ -77,6 +77,7 @@ class D2LLM(SentenceTransformer):
         iem_hidden_dim: int = 512,
         iem_dropout: float = 0.0,
         iem_cosine_residual: bool = False,
+        iem_cosine_scale: float = 20.0,
         max_seq_length: int = 512,
         padding_side: str = "right",
         bidirectional_from_layer: int | None = None,
@@ -93,7 +94,7 @@ class D2LLM(SentenceTransformer):
             lora_r: LoRA rank; ``None`` (default) means no LoRA.
             lora_alpha, lora_dropout, lora_target_modules: LoRA settings (see :class:`LLMBackbone`).
             pma_heads, pma_seeds, pma_output_dim, pma_attention_scale: PMA settings (see :class:`PMAPooling`).
-            iem_hidden_dim, iem_dropout, iem_cosine_residual: IEM settings (see :class:`IEM`).
+            iem_hidden_dim, iem_dropout, iem_cosine_residual, iem_cosine_scale: IEM settings (see :class:`IEM`).
             max_seq_length: Longer texts are truncated (with a warning).
             padding_side: Tokenizer padding side of the backbone.
             bidirectional_from_layer: DeeLM: layers >= this index attend both ways; ``None`` = causal.
@@ -125,6 +126,7 @@ class D2LLM(SentenceTransformer):
             hidden_dim=iem_hidden_dim,
             dropout=iem_dropout,
             cosine_residual=iem_cosine_residual,
+            cosine_scale=iem_cosine_scale,
         )
         prompts = {
             PROMPT_NAMES[name]: prompt

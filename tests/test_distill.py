@@ -235,11 +235,23 @@ def test_distill_resumes_from_the_last_checkpoint_after_a_kill(tiny_llama, eval_
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_baseline_mode_trains_mean_pooling_with_mnrl(tiny_llama, eval_data, tmp_path):
+def test_baseline_mode_trains_mean_pooling_with_mnrl(tiny_llama, eval_data, tmp_path, monkeypatch):
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    config = make_config(tiny_llama, eval_data, str(tmp_path / "mnrl")).with_overrides(["mode=baseline"])
+    scales = []
+    original_init = MultipleNegativesRankingLoss.__init__
+
+    def recording_init(self, model, scale=20.0, **kwargs):
+        scales.append(scale)
+        original_init(self, model, scale=scale, **kwargs)
+
+    monkeypatch.setattr(MultipleNegativesRankingLoss, "__init__", recording_init)
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "mnrl")).with_overrides(
+        ["mode=baseline", "loss.baseline_scale=30"]
+    )
     result = distill(config, train_datasets())
+    assert scales == [30.0, 30.0]  # one loss per training set, at the configured scale
     assert result.steps == 4 and set(result.scores) == {"sts_toy", "nli_toy", "qa_toy"}
     model = SentenceTransformer(result.model_dir, device="cpu")
     assert [type(m).__name__ for m in model] == ["LLMBackbone", "Pooling"]
@@ -264,12 +276,13 @@ def test_cosine_residual_and_in_batch_hard_negatives_train_and_are_saved(tiny_ll
     from d2llm_st import D2LLM
 
     config = make_config(tiny_llama, eval_data, str(tmp_path / "run")).with_overrides(
-        ["student.iem_cosine_residual=true", "loss.in_batch_hard_negatives=true"]
+        ["student.iem_cosine_residual=true", "student.iem_cosine_scale=40", "loss.in_batch_hard_negatives=true"]
     )
     result = distill(config, train_datasets())
     reloaded = D2LLM(result.model_dir, device="cpu")
-    assert reloaded.iem.cosine_residual
-    assert reloaded.iem.symmetric.cosine_scale.item() != 20.0 and reloaded.iem.asymmetric.cosine_scale.item() != 20.0
+    assert reloaded.iem.cosine_residual and reloaded.iem.cosine_scale == 40
+    for branch in (reloaded.iem.symmetric, reloaded.iem.asymmetric):  # started at 40, then trained
+        assert branch.cosine_scale.item() != 40.0 and abs(branch.cosine_scale.item() - 40.0) < 1.0
     assert "in-batch tau=1.0 with hard negatives" in open(os.path.join(result.model_dir, "README.md")).read()
 
 

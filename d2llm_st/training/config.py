@@ -48,6 +48,7 @@ class StudentConfig:
     iem_hidden_dim: int = 512
     iem_dropout: float = 0.0
     iem_cosine_residual: bool = False
+    iem_cosine_scale: float = 20.0
     max_seq_length: int = 128
     bidirectional_from_layer: int | None = None
     query_prompt: str | None = "Query: "
@@ -97,7 +98,11 @@ class DatasetConfig:
 
 @dataclass
 class LossConfig:
-    """Weights and temperatures of :class:`~d2llm_st.losses.D2LLMDistillLoss` (defaults: the D2LLM code's)."""
+    """Weights and temperatures of :class:`~d2llm_st.losses.D2LLMDistillLoss` (defaults: the D2LLM code's).
+
+    ``baseline_scale`` is the cosine scale of ``MultipleNegativesRankingLoss`` in ``mode="baseline"``
+    (sentence-transformers' default 20), so a baseline can be given the student's ``iem_cosine_scale``.
+    """
 
     alpha: float = 1.0
     beta: float = 1.0
@@ -110,6 +115,7 @@ class LossConfig:
     word_level_weight: float = 0.1
     word_level_temperature: float = 0.1
     train_backbone: bool = False
+    baseline_scale: float = 20.0
 
 
 @dataclass

@@ -77,6 +77,7 @@ def build_student(config: StudentConfig) -> D2LLM:
         iem_hidden_dim=config.iem_hidden_dim,
         iem_dropout=config.iem_dropout,
         iem_cosine_residual=config.iem_cosine_residual,
+        iem_cosine_scale=config.iem_cosine_scale,
         max_seq_length=config.max_seq_length,
         bidirectional_from_layer=config.bidirectional_from_layer,
         query_prompt=config.query_prompt,
@@ -319,7 +320,7 @@ def distill(
 
         model = build_baseline(config.student)
         datasets = {name: dataset.remove_columns("label") for name, dataset in datasets.items()}
-        losses = {name: MultipleNegativesRankingLoss(model) for name in datasets}
+        losses = {name: MultipleNegativesRankingLoss(model, scale=config.loss.baseline_scale) for name in datasets}
     if not word_level:
         teacher = None  # scores are in the datasets; free the teacher's memory for training
 
