@@ -70,6 +70,10 @@ class FastReranker:
         cuda_graphs: Capture the query path as CUDA graphs; default: when the model is on a CUDA device.
         compile: Also ``torch.compile`` the query path (fewer, fused kernels inside the graph); compiling takes
             a while per bucket, on the first query of each.
+        merge_lora: Fold the model's LoRA adapter into its weights first (default). An unmerged adapter adds
+            two small matrix products, casts and an addition to every linear layer: about twice the time of
+            the bare backbone on a CPU. The merged model scores the same (up to bf16 rounding) but no longer
+            trains LoRA; pass ``False`` to keep the model as it is.
 
     With CUDA graphs, :meth:`score` captures backbone + PMA + IEM together, once per query-length bucket
     and candidate-count bucket (``N`` rounded up to a power of two, at least 16; the padded rows are
@@ -90,8 +94,12 @@ class FastReranker:
         buckets: Sequence[int] = (16, 32, 48, 64, 96, 128, 192, 256),
         cuda_graphs: bool | None = None,
         compile: bool = False,
+        merge_lora: bool = True,
     ) -> None:
         self.model = model.eval()
+        if merge_lora and model.backbone.has_lora:
+            logger.info("FastReranker: merging the model's LoRA adapter into its weights (merge_lora=False keeps it).")
+            model.merge_lora()
         self.task = check_task(task)
         self.device = next(model.parameters()).device
         if cuda_graphs is None:
@@ -132,14 +140,10 @@ class FastReranker:
             raise TypeError(f"query must be a non-empty string, got {query!r}.")
         features = self.model.backbone.preprocess([query], prompt=self.prompt)
         input_ids, attention_mask = features["input_ids"], features["attention_mask"]
-        length = self._bucket(input_ids.shape[1])
         with torch.inference_mode():
-            if not self.cuda_graphs:
-                padded_ids = torch.full((1, length), self.pad_token_id, dtype=torch.long)
-                padded_mask = torch.zeros((1, length), dtype=torch.long)
-                padded_ids[:, : input_ids.shape[1]] = input_ids
-                padded_mask[:, : input_ids.shape[1]] = attention_mask
-                return self._forward_fn(padded_ids.to(self.device), padded_mask.to(self.device), passages)
+            if not self.cuda_graphs:  # eager: no static shapes to keep, so no padding to compute
+                return self._forward_fn(input_ids.to(self.device), attention_mask.to(self.device), passages)
+            length = self._bucket(input_ids.shape[1])
             n_bucket = 0 if passages is None else max(16, 1 << (len(passages) - 1).bit_length())
             key = (length, n_bucket)
             if key not in self._graphs:

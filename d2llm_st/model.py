@@ -20,6 +20,7 @@ from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
 from d2llm_st.modules.backbone import check_texts
 from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.runtime import backbone_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class D2LLM(SentenceTransformer):
         """Build a fresh (untrained PMA and IEM) student from a causal LM.
 
         Args:
-            model_name_or_path: Hub id or local folder of a decoder-only causal LM.
+            model_name_or_path: Hub id, local folder or ``bundled:smollm2`` of a decoder-only causal LM.
             lora_r: LoRA rank; ``None`` (default) means no LoRA.
             lora_alpha, lora_dropout, lora_target_modules: LoRA settings (see :class:`LLMBackbone`).
             pma_heads, pma_seeds, pma_output_dim, pma_attention_scale: PMA settings (see :class:`PMAPooling`).
@@ -100,9 +101,14 @@ class D2LLM(SentenceTransformer):
             bidirectional_from_layer: DeeLM: layers >= this index attend both ways; ``None`` = causal.
             query_prompt, passage_prompt, symmetric_prompt: Text prefixes for queries, passages and
                 symmetric (NLI/STS) texts, stored as the prompts ``query``, ``document``, ``symmetric``.
-            model_kwargs: Passed to ``AutoModel.from_pretrained`` (e.g. ``{"torch_dtype": torch.bfloat16}``).
+            model_kwargs: Passed to ``AutoModel.from_pretrained``; ``{"dtype": torch.float32}`` overrides the CPU
+                bf16 policy of :mod:`d2llm_st.runtime` (default: bf16 base weights on a CPU with bf16 instructions).
             device: Device to put the model on (default: the best available).
         """
+        model_kwargs = dict(model_kwargs or {})
+        dtype = backbone_dtype(device)
+        if dtype is not None and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
+            model_kwargs["dtype"] = dtype
         backbone = LLMBackbone(
             model_name_or_path,
             max_seq_length=max_seq_length,

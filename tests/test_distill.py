@@ -217,6 +217,14 @@ def test_distill_resumes_from_the_last_checkpoint_after_a_kill(tiny_llama, eval_
     from d2llm_st import D2LLM
 
     full = distill(make_config(tiny_llama, eval_data, str(tmp_path / "full")), train_datasets(), resume=False)
+    # Checkpoints hold what trains (LoRA, PMA, IEM, optimizer), not the frozen base LLM: it is read again from
+    # the recorded base model on resume.
+    checkpoint = os.path.join(full.output_dir, "checkpoint-2")
+    assert not os.path.exists(os.path.join(checkpoint, "model.safetensors"))
+    with open(os.path.join(checkpoint, "d2llm_backbone_config.json")) as f:
+        assert json.load(f)["base_model_name_or_path"] == os.path.abspath(tiny_llama)
+    assert os.path.isfile(os.path.join(checkpoint, "adapter", "adapter_model.safetensors"))
+    assert os.path.isfile(os.path.join(full.model_dir, "model.safetensors"))  # the final model is self-contained
 
     # A run killed between step 2's checkpoint and the end: only checkpoint-2 is on disk. Start it again.
     killed_dir = str(tmp_path / "killed")
@@ -231,8 +239,7 @@ def test_distill_resumes_from_the_last_checkpoint_after_a_kill(tiny_llama, eval_
 
     full_model, resumed_model = D2LLM(full.model_dir, device="cpu"), D2LLM(resumed.model_dir, device="cpu")
     for (name, a), (_, b) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
-        if name.startswith("1.") or name.startswith("2.") or "lora_" in name:
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+        assert torch.equal(a, b), name  # bit-identical: same data order, RNG and optimizer state
 
 
 def test_baseline_mode_trains_mean_pooling_with_mnrl(tiny_llama, eval_data, tmp_path, monkeypatch):
@@ -456,7 +463,7 @@ def test_mixed_precision_falls_back_to_float32_without_a_gpu(tiny_llama, eval_da
     with caplog.at_level(logging.WARNING):
         args = training_arguments(config, prompts={})
     assert not args.bf16 and not args.fp16 and args.gradient_checkpointing
-    assert "no CUDA device here supports bfloat16" in caplog.text
+    assert "none here supports bfloat16" in caplog.text
 
 
 def test_a_missing_teacher_is_named_with_the_fix(tiny_llama, eval_data, tmp_path):

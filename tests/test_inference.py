@@ -13,7 +13,9 @@ PASSAGES = ["the cat sat on the mat", "paris is the capital of france", "the che
 
 
 def build(path: str, device: str = "cpu", **kwargs) -> D2LLM:
+    """A float32 student: the fast path must equal the plain API exactly (bf16 kernels round per shape)."""
     torch.manual_seed(0)
+    kwargs.setdefault("model_kwargs", {"dtype": torch.float32})
     model = D2LLM.from_llm(path, pma_heads=4, iem_hidden_dim=16, query_prompt="query : ", device=device, **kwargs)
     # An untrained IEM head is near zero everywhere; scale it so score differences are visible.
     torch.nn.init.normal_(model.iem.asymmetric.head.weight, std=3.0)
@@ -78,3 +80,21 @@ def test_compiled_query_path_matches(tiny_llama):
     for query in QUERIES[:2]:
         expected = model.score(model.encode_texts([query], "query")[0], passages)
         torch.testing.assert_close(compiled.score(query, passages), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_is_merged_for_speed_unless_asked_not_to(tiny_llama):
+    model = build(tiny_llama, lora_r=4)
+    with torch.no_grad():  # a LoRA that changes the output, so merging it is visible
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    passages = model.encode_texts(PASSAGES, "passage")
+    expected = [model.score(model.encode_texts([query], "query")[0], passages) for query in QUERIES]
+
+    kept = FastReranker(model, merge_lora=False)
+    assert model.backbone.has_lora
+    merged = FastReranker(model)
+    assert not model.backbone.has_lora
+    for query, scores in zip(QUERIES, expected):
+        torch.testing.assert_close(merged.score(query, passages), scores, atol=1e-5, rtol=1e-4)
+    assert kept.model is merged.model

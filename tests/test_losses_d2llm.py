@@ -66,6 +66,7 @@ def make_student(path: str, lora_r: int | None = 4, seed: int = 0) -> D2LLM:
         query_prompt=PROMPTS["query"],
         passage_prompt=PROMPTS["passage"],
         device="cpu",
+        model_kwargs={"dtype": torch.float32},  # terms are compared with their functions to float32 precision
     )
     for name, parameter in model.named_parameters():
         if "lora_B" in name:  # peft starts B at 0, which would hide the gradient of A
@@ -99,7 +100,7 @@ def one_thread():
 def teacher(tiny_llama):
     from d2llm_st.teacher import LLMTeacher
 
-    return LLMTeacher(tiny_llama, device="cpu")
+    return LLMTeacher(tiny_llama, device="cpu", dtype="float32")
 
 
 def only(term: str, **kwargs) -> dict:

@@ -77,7 +77,7 @@ def test_lora_params_are_the_only_trainable_llm_params(tiny_llm):
 
 
 def test_merge_lora_keeps_embeddings(tiny_llama, tmp_path):
-    model = build(tiny_llama, lora_r=4)
+    model = build(tiny_llama, lora_r=4, model_kwargs={"dtype": torch.float32})  # exact merge (bf16 rounds it)
     train_a_little(model)
     before = model.encode(TEXTS, convert_to_tensor=True)
     model.merge_lora()
@@ -85,13 +85,14 @@ def test_merge_lora_keeps_embeddings(tiny_llama, tmp_path):
     torch.testing.assert_close(model.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
     model.save_pretrained(str(tmp_path))
     assert not os.path.isdir(tmp_path / "adapter")
-    reloaded = D2LLM(str(tmp_path), device="cpu")
+    reloaded = D2LLM(str(tmp_path), device="cpu", model_kwargs={"dtype": torch.float32})
     torch.testing.assert_close(reloaded.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_embedding_ignores_padding(tiny_llm, padding_side):
-    model = build(tiny_llm, padding_side=padding_side, lora_r=4)
+    # float32: bf16 matrix kernels round differently for different padded shapes
+    model = build(tiny_llm, padding_side=padding_side, lora_r=4, model_kwargs={"dtype": torch.float32})
     train_a_little(model)
     short = "a dog"
     alone = model.encode([short], convert_to_tensor=True)

@@ -186,7 +186,9 @@ def test_cross_encoder_teacher_matches_the_llm_teacher_with_the_same_prompt(tiny
     from d2llm_st.teacher import PromptTemplate
 
     bare = PromptTemplate(instruction="", pair_format="{a} {b}", answer_prefix="")
-    llm = LLMTeacher(tiny_llama, device="cpu", templates={"asymmetric": bare}, use_chat_template=False)
+    llm = LLMTeacher(  # float32, as the CrossEncoder loads it
+        tiny_llama, device="cpu", dtype="float32", templates={"asymmetric": bare}, use_chat_template=False
+    )
     ce = CrossEncoderTeacher(tiny_llama, device="cpu")
     expected = llm.score(PAIRS, task="asymmetric", return_features=True)
     got = ce.score(PAIRS, task="asymmetric", batch_size=2, return_features=True)
@@ -201,7 +203,7 @@ def test_attention_is_the_last_layer_passage_to_query_map(tiny_llama):
     """weights[i, j] is the head-averaged last-layer attention of passage token j on query token i."""
     import torch
 
-    teacher = LLMTeacher(tiny_llama, device="cpu")
+    teacher = LLMTeacher(tiny_llama, device="cpu", dtype="float32")  # compared with a direct forward below
     query, passage = PAIRS[0]
     attention = teacher.score([(query, passage)], task="asymmetric", return_attention=True).attentions[0]
     assert attention.tokens_a == query.split() and attention.tokens_b == passage.split()

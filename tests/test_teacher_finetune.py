@@ -20,7 +20,7 @@ PAIRS = [LabelledPair(a, b, 1.0, "asymmetric") for a, b in POSITIVE] + [
 ]
 PAIRS = PAIRS * 3 + [LabelledPair("the sun is hot", "summer sun hot", 1.0, "symmetric")]
 CONFIG = TeacherTrainingConfig(
-    lora_r=8, lora_dropout=0.0, learning_rate=1e-2, batch_size=4, max_steps=24, checkpoint_every=10, warmup_ratio=0.0
+    lora_r=8, lora_dropout=0.0, learning_rate=1e-2, batch_size=4, max_steps=40, checkpoint_every=10, warmup_ratio=0.0
 )
 
 
@@ -40,7 +40,7 @@ def test_finetuned_teacher_learns_yes_and_no_and_reloads_with_its_settings(tiny_
     assert tuned.identity != base.identity
     with open(os.path.join(trained, "d2llm_teacher.json")) as f:
         saved = json.load(f)
-    assert saved["max_length"] == CONFIG.max_length and saved["training"]["steps"] == 24
+    assert saved["max_length"] == CONFIG.max_length and saved["training"]["steps"] == 40
     assert tuned.max_length == CONFIG.max_length and tuned.templates == base.templates
     assert not os.path.exists(os.path.join(trained, "checkpoint"))  # removed once the teacher is saved
 
@@ -67,7 +67,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_llama, trained, t
     resumed, straight = load_file(f"{output}/model.safetensors"), load_file(f"{trained}/model.safetensors")
     assert resumed.keys() == straight.keys()
     for name in straight:
-        np.testing.assert_allclose(resumed[name].numpy(), straight[name].numpy(), atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            resumed[name].float().numpy(), straight[name].float().numpy(), atol=1e-6, err_msg=name
+        )
 
     other = TeacherTrainingConfig(**{**CONFIG.to_dict(), "learning_rate": 1e-3})
     monkeypatch.setattr(finetune_module, "_train_step", crash_at_step_15)

@@ -55,7 +55,7 @@ def test_turning_point_is_the_first_layer_after_the_best_state():
 
 
 def test_layerwise_cosines_equal_a_direct_forward_of_each_text(tiny_llm):
-    backbone = LLMBackbone(tiny_llm)
+    backbone = LLMBackbone(tiny_llm, model_kwargs={"dtype": torch.float32})  # batched vs alone: exact in float32
     pairs = [(a, b) for a, b, _ in PAIRS]
     cosines = layerwise_cosines(backbone, pairs, prompt="{text} .", batch_size=4, show_progress_bar=False)
     num_states = backbone.config.num_hidden_layers + 1

@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
         model = D2LLM(args.model)
         logger.info(f"Loaded D2LLM student from {args.model}")
     else:
-        from d2llm_st.gguf import bundled_smollm2
+        from d2llm_st.model_paths import BUNDLED_SMOLLM2
 
         torch.manual_seed(0)
-        model = D2LLM.from_llm(bundled_smollm2(), lora_r=8, max_seq_length=128)
+        model = D2LLM.from_llm(BUNDLED_SMOLLM2, lora_r=8, max_seq_length=128)
         logger.warning(
             "Fresh student from SmolLM2-135M-Instruct: PMA and IEM are untrained (pass --model to use a "
             "distilled one); the IEM column is for illustration only."

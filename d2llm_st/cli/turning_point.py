@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from d2llm_st.model_paths import BUNDLED_SMOLLM2
+
 COMMAND = "turning-point"
 HELP = "Spearman of every LLM layer on an STS set; report the DeeLM turning point and plot it."
 
@@ -39,13 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from d2llm_st.deelm import find_turning_point
 
-    model = args.model
-    if model is None:
-        from d2llm_st.gguf import bundled_smollm2
-
-        model = bundled_smollm2()
     result = find_turning_point(
-        model,
+        args.model or BUNDLED_SMOLLM2,
         args.data,
         limit=args.limit,
         seed=args.seed,

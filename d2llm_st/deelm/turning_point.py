@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from d2llm_st.data.readers import read_sts
 from d2llm_st.evaluation.metrics import correlation
 from d2llm_st.modules.backbone import LLMBackbone
+from d2llm_st.runtime import backbone_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +215,12 @@ def find_turning_point(
         if limit < len(rows):
             rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = backbone_dtype(device)
     backbone = LLMBackbone(
-        model_name_or_path, max_seq_length=max_seq_length, bidirectional_from_layer=bidirectional_from_layer
+        model_name_or_path,
+        max_seq_length=max_seq_length,
+        bidirectional_from_layer=bidirectional_from_layer,
+        model_kwargs={"dtype": dtype} if dtype is not None else None,
     ).to(device)
     logger.info(f"Scoring {backbone.config.num_hidden_layers + 1} hidden states on {len(rows)} pairs")
     pairs = [(row["sentence1"], row["sentence2"]) for row in rows]

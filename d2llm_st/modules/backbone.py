@@ -26,6 +26,10 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from d2llm_st.fingerprint import weights_fingerprint
+from d2llm_st.model_paths import resolve_model_path
+from d2llm_st.runtime import backbone_dtype
+
 logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
@@ -64,7 +68,8 @@ class LLMBackbone(InputModule):
     """Decoder-only LLM (+ optional LoRA) that outputs ``token_embeddings`` for D2LLM pooling.
 
     Args:
-        model_name_or_path: Hub id or local folder of a causal LM (Llama, Qwen2/Qwen3, Mistral, SmolLM, GPT-2...).
+        model_name_or_path: A causal LM (Llama, Qwen2/Qwen3, Mistral, SmolLM, GPT-2...): hub id, local folder or
+            ``bundled:smollm2`` (see :mod:`d2llm_st.model_paths`).
         max_seq_length: Texts longer than this many tokens are truncated, with a warning.
         padding_side: ``"right"`` (default) or ``"left"``. Position ids are computed from the attention mask,
             so both give the same states for real tokens.
@@ -73,8 +78,16 @@ class LLMBackbone(InputModule):
         lora_dropout: Dropout on the LoRA branch.
         lora_target_modules: Module names to adapt (default: peft's ``"all-linear"``).
         bidirectional_from_layer: Layers with index >= this attend in both directions (DeeLM); ``None`` = causal.
-        model_kwargs: Passed to ``AutoModel.from_pretrained`` (e.g. ``torch_dtype``, ``attn_implementation``).
+        model_kwargs: Passed to ``AutoModel.from_pretrained``, e.g. ``attn_implementation``, or ``dtype`` to
+            override :func:`d2llm_st.runtime.backbone_dtype` (bf16 weights on a CPU with bf16 instructions).
         tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
+        adapter_path: A saved LoRA adapter to load (trainable) instead of adding a fresh one.
+        tokenizer_path: Where the tokenizer is, if not beside the weights.
+
+    Saving (:meth:`save`) writes only what the base LLM lacks (config, LoRA adapter) when the base can be found
+    again by name (a hub id or ``bundled:`` model, recorded as ``base_model_name_or_path``); a base from a local
+    folder, or one whose weights changed (LoRA merged, backbone trained), is saved whole, so the folder is
+    self-contained.
     """
 
     config_file_name = "d2llm_backbone_config.json"
@@ -87,6 +100,9 @@ class LLMBackbone(InputModule):
         "lora_target_modules",
         "bidirectional_from_layer",
     ]
+    save_base_weights: bool | None = None
+    """``None``: save the base weights when the base is a local folder or changed; ``False``: only when changed
+    (trainer checkpoints: the base is read again from ``base_model_name_or_path``); ``True``: always."""
 
     def __init__(
         self,
@@ -101,11 +117,13 @@ class LLMBackbone(InputModule):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         adapter_path: str | None = None,
+        tokenizer_path: str | None = None,
     ) -> None:
         super().__init__()
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        local_path = resolve_model_path(model_name_or_path, "model_name_or_path")
+        config = AutoConfig.from_pretrained(local_path)
         check_decoder_llm(config, model_name_or_path)
 
         self.max_seq_length = max_seq_length
@@ -116,8 +134,11 @@ class LLMBackbone(InputModule):
         self.lora_target_modules = lora_target_modules
         self.bidirectional_from_layer = bidirectional_from_layer
         self.name_or_path = model_name_or_path
+        self.base_is_local = os.path.isdir(os.path.expanduser(model_name_or_path))
+        self.base_model_name_or_path = os.path.abspath(local_path) if self.base_is_local else model_name_or_path
+        """Where the base weights come from: a ``bundled:`` name, a hub id, or (local folder) its absolute path."""
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **(tokenizer_kwargs or {}))
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or local_path, **(tokenizer_kwargs or {}))
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             # Decoder LLMs ship without a pad token; padded positions are masked out anyway.
@@ -125,7 +146,12 @@ class LLMBackbone(InputModule):
         if self.tokenizer.pad_token is None:
             raise ValueError(f"The tokenizer of {model_name_or_path!r} has no pad, eos or unk token to pad with.")
 
-        model: PreTrainedModel = AutoModel.from_pretrained(model_name_or_path, config=config, **(model_kwargs or {}))
+        model_kwargs = dict(model_kwargs or {})
+        if "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
+            dtype = backbone_dtype()
+            if dtype is not None:
+                model_kwargs["dtype"] = dtype
+        model: PreTrainedModel = AutoModel.from_pretrained(local_path, config=config, **model_kwargs)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         model.config.use_cache = False
@@ -141,6 +167,7 @@ class LLMBackbone(InputModule):
 
             enable_bidirectional(self.auto_model, bidirectional_from_layer)
         self._warned_truncation = False
+        self._loaded_fingerprint = self.base_fingerprint()
 
     def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
         from peft import LoraConfig, TaskType, get_peft_model
@@ -152,6 +179,7 @@ class LLMBackbone(InputModule):
             lora_dropout=self.lora_dropout,
             target_modules=self.lora_target_modules or "all-linear",
         )
+        # peft keeps adapter weights in float32 over bf16 base weights (autocast_adapter_dtype).
         return get_peft_model(model, lora_config)
 
     @property
@@ -169,8 +197,16 @@ class LLMBackbone(InputModule):
     def config(self) -> PretrainedConfig:
         return self.base_model.config
 
+    @property
+    def base_dtype(self) -> torch.dtype:
+        """The dtype of the (frozen) base weights."""
+        return self.base_model.get_input_embeddings().weight.dtype
+
     def merge_lora(self) -> None:
-        """Fold the LoRA weights into the base weights (faster inference, no peft at run time)."""
+        """Fold the LoRA weights into the base weights (faster inference, no peft at run time).
+
+        The merged backbone no longer trains LoRA, and :meth:`save` then writes the base weights too.
+        """
         if not self.has_lora:
             raise ValueError("This backbone has no LoRA adapter to merge.")
         self.auto_model = self.auto_model.merge_and_unload()
@@ -205,37 +241,65 @@ class LLMBackbone(InputModule):
         attention_mask = features["attention_mask"]
         # Positions from the mask: left padding then gives the same states as right padding.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        output = self.auto_model(
-            input_ids=features["input_ids"],
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
+        # Training over bf16 CPU weights: float32 LoRA runs in bf16 too (without autocast, peft casts every
+        # activation to float32 and back). The trainable weights and their updates stay float32.
+        autocast = torch.autocast(
+            "cpu",
+            dtype=torch.bfloat16,
+            enabled=attention_mask.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and self.base_dtype == torch.bfloat16,
         )
+        with autocast:
+            output = self.auto_model(
+                input_ids=features["input_ids"],
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            )
         features["token_embeddings"] = output.last_hidden_state
         if "hidden_states" in output:  # config.output_hidden_states, as in sentence-transformers' Transformer
             features["all_layer_embeddings"] = output.hidden_states
         return features
 
+    def base_fingerprint(self) -> str:
+        """Fingerprint of the base weights (LoRA left out): it changes when they are trained or LoRA is merged."""
+        return weights_fingerprint(self.base_model, skip=lambda name: "lora_" in name)
+
+    def includes_base_weights(self) -> bool:
+        """Whether :meth:`save` writes the base weights (see :attr:`save_base_weights`)."""
+        changed = self.base_fingerprint() != self._loaded_fingerprint
+        if self.save_base_weights is None:
+            return changed or self.base_is_local
+        return changed or self.save_base_weights
+
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
-        """Save base weights, tokenizer and config in ``output_path``; the LoRA adapter in ``adapter/``."""
-        base = self.base_model
-        state_dict = {
-            name.replace(".base_layer", ""): tensor for name, tensor in base.state_dict().items() if "lora_" not in name
-        }
-        base.save_pretrained(output_path, state_dict=state_dict, safe_serialization=safe_serialization)
-        self.save_tokenizer(output_path)
+        """Save the config and the LoRA adapter (``adapter/``), plus the base weights and tokenizer when
+        :meth:`includes_base_weights`; otherwise the config records ``base_model_name_or_path`` to load them from."""
+        if self.includes_base_weights():
+            base = self.base_model
+            state_dict = {
+                name.replace(".base_layer", ""): tensor
+                for name, tensor in base.state_dict().items()
+                if "lora_" not in name
+            }
+            base.save_pretrained(output_path, state_dict=state_dict, safe_serialization=safe_serialization)
+            self.save_tokenizer(output_path)
+            extra = {}
+        else:
+            extra = {"base_model_name_or_path": self.base_model_name_or_path}
         if self.has_lora:
             adapter_path = os.path.join(output_path, ADAPTER_DIR)
             self.auto_model.save_pretrained(adapter_path, safe_serialization=safe_serialization)
-            # A local absolute path means nothing on another machine: the base now lives next to the adapter.
+            # The base is found through this folder's config, never through a path of the saving machine.
             config_path = os.path.join(adapter_path, "adapter_config.json")
             with open(config_path, encoding="utf-8") as f:
                 adapter_config = json.load(f)
-            if os.path.isdir(str(adapter_config.get("base_model_name_or_path"))):
-                adapter_config["base_model_name_or_path"] = None
-                with open(config_path, "w", encoding="utf-8") as f:
-                    json.dump(adapter_config, f, indent=2)
-        self.save_config(output_path)
+            adapter_config["base_model_name_or_path"] = None if self.base_is_local else self.base_model_name_or_path
+            with open(config_path, "w", encoding="utf-8") as f:
+                json.dump(adapter_config, f, indent=2)
+        with open(os.path.join(output_path, self.config_file_name), "w", encoding="utf-8") as f:
+            json.dump({**self.get_config_dict(), **extra}, f, indent=2)
 
     @classmethod
     def load(
@@ -249,16 +313,36 @@ class LLMBackbone(InputModule):
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> LLMBackbone:
+        """Load a saved backbone: base weights from the folder or from its recorded ``base_model_name_or_path``,
+        the LoRA adapter from ``adapter/`` (a folder whose config has LoRA but no adapter refuses to load)."""
         hub_kwargs = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         local_dir = cls.load_dir_path(model_name_or_path, subfolder=subfolder, **hub_kwargs)
-        with open(os.path.join(local_dir, cls.config_file_name), encoding="utf-8") as f:
+        config_path = os.path.join(local_dir, cls.config_file_name)
+        if not os.path.isfile(config_path):
+            raise ValueError(f"{model_name_or_path!r} has no {cls.config_file_name}: it is not a saved D2LLM backbone.")
+        with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
+        base_model = config.pop("base_model_name_or_path", None)
+        has_weights = os.path.isfile(os.path.join(local_dir, "config.json"))
+        if not has_weights and base_model is None:
+            raise ValueError(
+                f"{local_dir} has neither the base LLM's weights (config.json + safetensors) nor a "
+                f"base_model_name_or_path in {cls.config_file_name}: the folder is incomplete; save the model again."
+            )
         adapter_path = os.path.join(local_dir, ADAPTER_DIR)
+        if config.get("lora_r") is not None and not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
+            raise ValueError(
+                f"{local_dir} was saved with LoRA (lora_r={config['lora_r']}) but its adapter is missing "
+                f"({os.path.join(local_dir, ADAPTER_DIR)}/adapter_config.json): without it the model would load "
+                "with a fresh, untrained LoRA. Restore the adapter folder or save the model again."
+            )
+        has_tokenizer = os.path.isfile(os.path.join(local_dir, "tokenizer_config.json"))
         return cls(
-            local_dir,
+            local_dir if has_weights else base_model,
             **config,
             model_kwargs=model_kwargs,
-            adapter_path=adapter_path if os.path.isdir(adapter_path) else None,
+            adapter_path=adapter_path if config.get("lora_r") is not None else None,
+            tokenizer_path=local_dir if has_tokenizer else None,
         )
 
     def __repr__(self) -> str:

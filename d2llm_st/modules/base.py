@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from sentence_transformers.base.modules.module import Module
 
 HUB_KWARGS = ("token", "cache_folder", "revision", "local_files_only")
 
 
 class ConfiguredModule(Module):
-    """A module rebuilt from ``config_keys`` and then filled with its saved weights."""
+    """A module rebuilt from ``config_keys`` and then filled with its saved weights.
+
+    Its weights keep their dtype (float32) under a bf16 backbone: sentence-transformers calls ``module.to(dtype)``
+    on every module after the first while building a model, which would make these weights bf16, and they
+    train (bf16 would lose their updates) and are small. A direct ``module.to(...)`` therefore only moves the
+    module between devices; casting the whole model (``model.to(torch.bfloat16)``, ``model.half()``) still
+    casts them.
+    """
+
+    def to(self, *args: Any, **kwargs: Any):
+        device, _, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return self if device is None else super().to(device, non_blocking=non_blocking)
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
         self.save_config(output_path)

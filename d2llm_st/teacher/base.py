@@ -9,14 +9,12 @@ finished batch to it, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.modules.backbone import check_texts
@@ -88,23 +86,6 @@ def check_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     first = check_texts([pair[0] for pair in pairs], "pairs[:, 0]")
     second = check_texts([pair[1] for pair in pairs], "pairs[:, 1]")
     return list(zip(first, second))
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap hash of a model's weights: shapes, dtypes and 64 evenly spaced values of every parameter.
-
-    Fine-tuning (LoRA merged or not) changes whole weight matrices, so the fingerprint changes with it and
-    cached scores of an older teacher are never served for a newer one.
-    """
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
-            flat = parameter.detach().reshape(-1)
-            count = min(64, flat.numel())
-            index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
-            digest.update(f"{name}:{tuple(parameter.shape)}:{parameter.dtype}".encode())
-            digest.update(flat[index].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -16,7 +16,8 @@ import torch
 from sentence_transformers import CrossEncoder
 from sentence_transformers.util import batch_to_device
 
-from d2llm_st.teacher.base import BatchResult, Teacher, length_sorted_batches, weights_fingerprint
+from d2llm_st.fingerprint import weights_fingerprint
+from d2llm_st.teacher.base import BatchResult, Teacher, length_sorted_batches
 from d2llm_st.teacher.cache import ScoreCache
 
 

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.data.pairs import LabelledPair
+from d2llm_st.runtime import cpu_dtype
 from d2llm_st.teacher.llm_teacher import TEACHER_CONFIG_NAME, EncodedPair, LLMTeacher
 from d2llm_st.teacher.templates import PromptTemplate
 
@@ -128,7 +129,9 @@ def finetune_teacher(
         templates, use_chat_template, answer_words: As in :class:`~d2llm_st.teacher.LLMTeacher`; saved with the model.
         device, dtype: Where and in which precision to train. ``"auto"`` keeps float32 weights (and LoRA
             optimizer state) and runs the forward under bfloat16 autocast on a supporting GPU: pure bfloat16
-            weights made the loss NaN within 30 steps on an H100 (together with SDPA, see below).
+            weights made the loss NaN within 30 steps on an H100 (together with SDPA, see below). On a CPU with
+            bf16 instructions (:mod:`d2llm_st.runtime`) the frozen base weights are bf16, LoRA stays float32,
+            and the forward runs under bf16 autocast; the saved (merged) teacher is then bf16.
         merge: Save the LoRA merged into a full model (loadable by any HF tool); ``False`` saves the peft adapter.
         show_progress_bar: Show a progress bar over optimizer steps (default: when logging at INFO).
 
@@ -145,6 +148,13 @@ def finetune_teacher(
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
     torch.manual_seed(config.seed)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = torch.device(device).type
+    # "auto": float32 master weights under bf16 autocast on a GPU; on a CPU with bf16 instructions the frozen
+    # base weights are stored in bf16 (casting float32 weights at every call costs what bf16 saves there),
+    # with float32 LoRA weights and optimizer state.
+    cpu_bf16 = dtype == "auto" and device_type == "cpu" and cpu_dtype() == torch.bfloat16
+    cuda_bf16 = dtype == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported()
     teacher = LLMTeacher(
         model_name_or_path,
         templates=templates,
@@ -152,16 +162,12 @@ def finetune_teacher(
         answer_words=answer_words,
         max_length=config.max_length,
         device=device,
-        dtype=torch.float32 if dtype == "auto" else dtype,
+        dtype=(torch.bfloat16 if cpu_bf16 else torch.float32) if dtype == "auto" else dtype,
         # Left-padded rows are fully masked; SDPA's fused CUDA kernels return NaN there, and NaN * 0 in the
         # backward pass poisons every gradient. Eager attention keeps those rows finite.
         model_kwargs={"attn_implementation": "eager"},
     )
-    autocast = torch.autocast(
-        "cuda",
-        dtype=torch.bfloat16,
-        enabled=dtype == "auto" and teacher.device.startswith("cuda") and torch.cuda.is_bf16_supported(),
-    )
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cpu_bf16 or cuda_bf16)
     lora = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=config.lora_r,

@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from d2llm_st.fingerprint import weights_fingerprint
 from d2llm_st.modules.backbone import check_decoder_llm
 from d2llm_st.modules.iem import check_task
-from d2llm_st.teacher.base import BatchResult, PairAttention, Teacher, length_sorted_batches, weights_fingerprint
+from d2llm_st.runtime import cpu_dtype
+from d2llm_st.teacher.base import BatchResult, PairAttention, Teacher, length_sorted_batches
 from d2llm_st.teacher.cache import ScoreCache
 from d2llm_st.teacher.templates import DEFAULT_TEMPLATES, PromptRenderer, PromptTemplate, resolve_answer_token_ids
 
@@ -43,12 +45,15 @@ class EncodedPair:
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    """``"auto"``: bfloat16 on a GPU that supports it, float32 otherwise."""
+    """``"auto"``: bfloat16 on a GPU that supports it, the CPU policy's dtype on the CPU
+    (:func:`d2llm_st.runtime.cpu_dtype`: bfloat16 where the CPU has bf16 instructions), float32 otherwise."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if torch.device(device).type == "cpu":
+            return cpu_dtype()
         return torch.float32
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ValueError(f"Unknown dtype {dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'.")
@@ -86,7 +91,8 @@ class LLMTeacher(Teacher):
             without a leading space is picked to match the prompt end).
         max_length: Longest prompt in tokens; longer pairs have their texts cut (passage first), with a warning.
         device: ``"cuda"`` when available, else ``"cpu"`` by default.
-        dtype: ``"auto"`` (bfloat16 on a supporting GPU, float32 otherwise) or a torch dtype / its name.
+        dtype: ``"auto"`` (bfloat16 on a supporting GPU or a CPU with bf16 instructions, float32 otherwise) or a
+            torch dtype / its name.
         cache: A :class:`ScoreCache` or the path of its SQLite file, to resume and never re-score a pair.
         identity: Overrides the cache identity (default: model name, a fingerprint of the weights, dtype).
         model_kwargs: Passed to ``AutoModelForCausalLM.from_pretrained``.

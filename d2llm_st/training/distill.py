@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import transformers
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import BatchSamplers
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -36,6 +36,7 @@ from d2llm_st.training.collator import D2LLMDataCollator
 from d2llm_st.training.config import DatasetConfig, DistillConfig, StudentConfig
 from d2llm_st.training.evaluation import build_evaluator, evaluate
 from d2llm_st.training.model_card import DistillationCardData, add_card_section
+from d2llm_st.training.trainer import D2LLMTrainer
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -67,7 +68,7 @@ def _model_kwargs(config: StudentConfig) -> dict[str, Any] | None:
 def build_student(config: StudentConfig) -> D2LLM:
     """A fresh D2LLM student from the config (PMA and IEM randomly initialised from the current seed)."""
     return D2LLM.from_llm(
-        resolve_model_path(config.model, "student.model"),
+        config.model,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -98,7 +99,7 @@ def build_baseline(config: StudentConfig) -> SentenceTransformer:
             "nothing would train. Set student.lora_r (the distilled student should use the same)."
         )
     backbone = LLMBackbone(
-        resolve_model_path(config.model, "student.model"),
+        config.model,
         max_seq_length=config.max_seq_length,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -228,10 +229,17 @@ def _training_datasets(
 
 
 def mixed_precision(bf16: bool, fp16: bool) -> tuple[bool, bool]:
-    """The requested ``(bf16, fp16)`` where a CUDA device supports them; otherwise float32, with a warning."""
+    """The trainer's ``(bf16, fp16)`` autocast flags where a CUDA device supports them, else off, with a warning.
+
+    On the CPU these flags would autocast PMA, IEM and the loss too; there the backbone's bf16 comes from the
+    CPU policy instead (:mod:`d2llm_st.runtime`: bf16 base weights and bf16 autocast in the backbone only).
+    """
     cuda = torch.cuda.is_available()
     if bf16 and not (cuda and torch.cuda.is_bf16_supported()):
-        logger.warning("training.bf16 is on but no CUDA device here supports bfloat16: training in float32.")
+        logger.warning(
+            "training.bf16 is for CUDA devices and none here supports bfloat16: trainer autocast off. On the CPU "
+            "the LLM backbone follows the CPU dtype policy (D2LLM_CPU_DTYPE, docs/cpu.md)."
+        )
         bf16 = False
     if fp16 and not cuda:
         logger.warning("training.fp16 is on but there is no CUDA device: training in float32.")
@@ -328,7 +336,7 @@ def distill(
         teacher = None  # scores are in the datasets; free the teacher's memory for training
 
     args = training_arguments(config, prompts)
-    trainer = SentenceTransformerTrainer(
+    trainer = D2LLMTrainer(
         model=model,
         args=args,
         train_dataset=datasets,
