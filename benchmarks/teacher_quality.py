@@ -1,6 +1,6 @@
 """Teacher quality before and after yes/no fine-tuning: SNLI dev AUC, WikiQA dev NDCG@10, STS-B dev Spearman.
 
-    nice -n 10 python benchmarks/teacher_quality.py --output /work/runs/teacher-smollm2
+    nice -n 10 python benchmarks/teacher_quality.py --output runs/teacher-smollm2
 
 Steps: zero-shot evaluation of the base LLM -> LoRA fine-tuning on SNLI train (entailment = yes,
 contradiction = no) plus WikiQA train candidates (correct = yes, incorrect = no), plus optionally STS-B

@@ -7,6 +7,7 @@ Follow one text: :class:`~d2llm_st.modules.backbone.LLMBackbone` (token states) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from types import MappingProxyType
@@ -31,6 +32,12 @@ MODULE_CLASSES = MappingProxyType(
 
 PROMPT_NAMES = {"query": "query", "passage": "document", "symmetric": "symmetric"}
 
+SIMILARITY_FN_NAME = "iem"
+"""What ``D2LLM.similarity_fn_name`` reports: the name sentence-transformers' evaluators prefix metrics with."""
+
+SIMILARITY_BLOCK_ELEMENTS = 2**24
+"""``D2LLM.similarity`` scores this many ``pairs x (2 * embedding_dim + 3 * hidden_dim)`` floats at a time."""
+
 
 def register_with_sentence_transformers() -> None:
     """Let plain ``SentenceTransformer(path)`` load D2LLM modules from this installed package.
@@ -51,7 +58,9 @@ class D2LLM(SentenceTransformer):
     Load a saved model with ``D2LLM(path_or_hub_id)`` (or plain ``SentenceTransformer`` once
     ``d2llm_st`` is imported); build a fresh one with :meth:`from_llm`. ``encode`` gives
     embeddings (``encode_query`` / ``encode_document`` apply the query and passage prompts);
-    :meth:`score` and :meth:`predict` turn pairs into IEM relevance scores.
+    :meth:`similarity` / :meth:`similarity_pairwise` (sentence-transformers' verbs, IEM logits),
+    :meth:`score` and :meth:`predict` turn pairs into IEM relevance scores, and :meth:`rank` ranks
+    documents for a query like ``CrossEncoder.rank``.
     """
 
     _module_classes = MODULE_CLASSES
@@ -85,6 +94,7 @@ class D2LLM(SentenceTransformer):
         query_prompt: str | None = None,
         passage_prompt: str | None = None,
         symmetric_prompt: str | None = None,
+        default_task: Task = "asymmetric",
         model_kwargs: dict[str, Any] | None = None,
         device: str | None = None,
     ) -> D2LLM:
@@ -101,6 +111,9 @@ class D2LLM(SentenceTransformer):
             bidirectional_from_layer: DeeLM: layers >= this index attend both ways; ``None`` = causal.
             query_prompt, passage_prompt, symmetric_prompt: Text prefixes for queries, passages and
                 symmetric (NLI/STS) texts, stored as the prompts ``query``, ``document``, ``symmetric``.
+            default_task: The IEM branch :meth:`similarity`, :meth:`similarity_pairwise` and :meth:`rank` use
+                when called without a task (saved with the model): ``"asymmetric"`` (query -> passage search)
+                or ``"symmetric"`` (NLI / STS).
             model_kwargs: Passed to ``AutoModel.from_pretrained``; ``{"dtype": torch.float32}`` overrides the CPU
                 bf16 policy of :mod:`d2llm_st.runtime` (default: bf16 base weights on a CPU with bf16 instructions).
             device: Device to put the model on (default: the best available).
@@ -133,6 +146,7 @@ class D2LLM(SentenceTransformer):
             dropout=iem_dropout,
             cosine_residual=iem_cosine_residual,
             cosine_scale=iem_cosine_scale,
+            default_task=default_task,
         )
         prompts = {
             PROMPT_NAMES[name]: prompt
@@ -152,6 +166,204 @@ class D2LLM(SentenceTransformer):
     @property
     def iem(self) -> IEM:
         return self[-1]
+
+    @property
+    def default_task(self) -> Task:
+        """The IEM branch :meth:`similarity`, :meth:`similarity_pairwise` and :meth:`rank` use when given no task.
+
+        Stored in the IEM's config and saved with the model (folders saved before it existed load as
+        ``"asymmetric"``). Set it to change the default, e.g. ``model.default_task = "symmetric"`` before
+        running sentence-transformers' evaluators on STS pairs.
+        """
+        return self.iem.default_task
+
+    @default_task.setter
+    def default_task(self, task: Task) -> None:
+        self.iem.default_task = check_task(task)
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """Always ``"iem"``: :meth:`similarity` and :meth:`similarity_pairwise` score with the IEM.
+
+        sentence-transformers names metrics after it (``InformationRetrievalEvaluator`` reports
+        ``iem_ndcg@10``, ...). It accepts only ``cosine`` / ``dot`` / ``euclidean`` / ``manhattan`` from
+        other models; a D2LLM refuses them (``ValueError``): compare its embeddings with those functions
+        directly (``sentence_transformers.util.cos_sim``), or name them in the evaluator
+        (``similarity_fn_names=["cosine"]``, ``score_functions={"cosine": cos_sim}``).
+        """
+        return SIMILARITY_FN_NAME
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value: Any) -> None:
+        value = getattr(value, "value", value)  # a SimilarityFunction member
+        if value not in (None, SIMILARITY_FN_NAME):
+            raise ValueError(
+                f"A D2LLM's similarity is its IEM, so similarity_fn_name is always {SIMILARITY_FN_NAME!r}; got "
+                f"{value!r}. To compare its embeddings by {value} instead, apply sentence_transformers.util's "
+                f"function to model.encode(...) output, or pass similarity_fn_names=[{value!r}] (score_functions= "
+                "for InformationRetrievalEvaluator) to the evaluator."
+            )
+        # Marked as set, so loading does not restore the "cosine" that folders saved by older versions carry.
+        self._similarity_fn_name = SIMILARITY_FN_NAME
+
+    def similarity(
+        self,
+        embeddings1: torch.Tensor | np.ndarray | Sequence[torch.Tensor] | Sequence[np.ndarray],
+        embeddings2: torch.Tensor | np.ndarray | Sequence[torch.Tensor] | Sequence[np.ndarray],
+        task: Task | None = None,
+    ) -> torch.Tensor:
+        """IEM logits of every pair: ``[N1, d]`` x ``[N2, d]`` -> ``[N1, N2]``; higher = more relevant.
+
+        sentence-transformers' own verb, so ``model.similarity(model.encode_query(queries),
+        model.encode_document(documents))`` ranks by the IEM, and code written for any
+        ``SentenceTransformer`` (``InformationRetrievalEvaluator``, ``mine_hard_negatives``, the model card's
+        example) scores with it unchanged.
+
+        Args:
+            embeddings1: Queries (``asymmetric``) or first texts: ``[N1, d]`` or one ``[d]`` (a tensor, an
+                array, or a list of vectors).
+            embeddings2: Documents (``asymmetric``) or second texts: ``[N2, d]`` or ``[d]``.
+            task: ``"asymmetric"`` (query -> document) or ``"symmetric"`` (NLI / STS); ``None`` (default):
+                :attr:`default_task`.
+
+        Returns:
+            A float32 ``[N1, N2]`` tensor of IEM logits on the IEM's device; ``sigmoid`` of a logit is the
+            emulated teacher ``P(yes)`` (:meth:`score`). Logits, not ``P(yes)``: the order is the same, but
+            float32 rounds ``sigmoid(z)`` to exactly 1.0 above ``z`` ~ 17, which would turn a ranking into
+            ties. Pairs are scored in blocks, so memory stays bounded for a large corpus; autograd records
+            only when an input requires grad.
+        """
+        task = self.default_task if task is None else check_task(task)
+        a = self._embedding_matrix(embeddings1, "embeddings1")
+        b = self._embedding_matrix(embeddings2, "embeddings2")
+        if not len(a) or not len(b):
+            return torch.zeros(len(a), len(b), device=a.device)
+        columns = min(len(b), self._pairs_per_block())
+        rows = max(1, self._pairs_per_block() // columns)
+        with self._grad_context(a, b):
+            return torch.cat(
+                [
+                    torch.cat(
+                        [
+                            self.iem.pairwise_logits(a[i : i + rows], b[j : j + columns], task).float()
+                            for j in range(0, len(b), columns)
+                        ],
+                        dim=1,
+                    )
+                    for i in range(0, len(a), rows)
+                ]
+            )
+
+    def similarity_pairwise(
+        self,
+        embeddings1: torch.Tensor | np.ndarray | Sequence[torch.Tensor] | Sequence[np.ndarray],
+        embeddings2: torch.Tensor | np.ndarray | Sequence[torch.Tensor] | Sequence[np.ndarray],
+        task: Task | None = None,
+    ) -> torch.Tensor:
+        """IEM logits of row-wise pairs, ``embeddings1[i]`` with ``embeddings2[i]``: ``[N, d]`` x ``[N, d]`` -> ``[N]``.
+
+        The row-wise counterpart of :meth:`similarity` (same arguments, same logits). ``task=None`` uses
+        :attr:`default_task`.
+        """
+        task = self.default_task if task is None else check_task(task)
+        a = self._embedding_matrix(embeddings1, "embeddings1")
+        b = self._embedding_matrix(embeddings2, "embeddings2")
+        if len(a) != len(b):
+            raise ValueError(
+                f"similarity_pairwise pairs row i of embeddings1 with row i of embeddings2, got {len(a)} and "
+                f"{len(b)} rows; use similarity() to score every pair."
+            )
+        if not len(a):
+            return torch.zeros(0, device=a.device)
+        block = self._pairs_per_block()
+        with self._grad_context(a, b):
+            return torch.cat(
+                [self.iem.logits(a[i : i + block], b[i : i + block], task).float() for i in range(0, len(a), block)]
+            )
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        task: Task | None = None,
+        apply_sigmoid: bool = True,
+    ) -> list[dict[str, int | float | str]]:
+        """Rank ``documents`` for one ``query`` by the IEM, like ``CrossEncoder.rank``.
+
+        The query is encoded once (query prompt) and the documents once (document prompt; both with the
+        symmetric prompt for ``task="symmetric"``), then scored with the IEM, as :meth:`predict` scores each
+        ``(query, document)`` pair.
+
+        Args:
+            query: One text.
+            documents: The texts to rank (an empty list gives ``[]``).
+            top_k: Return only the best ``top_k``; ``None`` (default): all of them.
+            return_documents: Add each document's text under ``"text"``.
+            batch_size, show_progress_bar: Passed to the document encoding.
+            task: ``"asymmetric"`` / ``"symmetric"``; ``None`` (default): :attr:`default_task`.
+            apply_sigmoid: Report the emulated teacher ``P(yes)`` (default, like ``predict``) or the raw logit.
+
+        Returns:
+            ``[{"corpus_id": int, "score": float[, "text": str]}, ...]`` sorted by score, best first;
+            ``corpus_id`` is the document's index in ``documents``. The order is by the logit (ties by
+            ``corpus_id``), so documents whose ``P(yes)`` rounds to 1.0 in float32 still come in the model's order.
+        """
+        task = self.default_task if task is None else check_task(task)
+        if not isinstance(query, str):
+            raise TypeError(
+                f"query must be one text (a str), got {type(query).__name__}; call rank once per query, or use "
+                "similarity() on encode_query / encode_document output for many queries."
+            )
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            raise ValueError(f"top_k must be None (all documents) or an int >= 0, got {top_k!r}.")
+        if not isinstance(documents, str) and not len(documents):
+            return []
+        documents = check_texts(documents, "documents")
+        query_role, document_role = ("symmetric", "symmetric") if task == "symmetric" else ("query", "passage")
+        query_embedding = self.encode_texts([query], query_role, batch_size=batch_size, show_progress_bar=False)
+        document_embeddings = self.encode_texts(
+            documents, document_role, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+        logits = self.similarity(query_embedding, document_embeddings, task)[0].cpu()
+        scores = (logits.sigmoid() if apply_sigmoid else logits).tolist()
+        by_logit = logits.tolist()
+        order = sorted(range(len(documents)), key=lambda i: (-by_logit[i], i))[:top_k]
+        return [
+            {"corpus_id": i, "score": scores[i], **({"text": documents[i]} if return_documents else {})} for i in order
+        ]
+
+    def _embedding_matrix(self, embeddings: Any, name: str) -> torch.Tensor:
+        """``[N, d]`` on the IEM's device from a tensor, an array or a list of vectors (one ``[d]`` -> ``[1, d]``)."""
+        device = self.iem.symmetric.head.weight.device
+        if isinstance(embeddings, (list, tuple)):
+            vectors = [torch.as_tensor(vector, device=device) for vector in embeddings]
+            matrix = torch.stack(vectors) if vectors else torch.zeros(0, self.iem.embedding_dim, device=device)
+        else:
+            matrix = torch.as_tensor(embeddings, device=device)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[-1] != self.iem.embedding_dim:
+            raise ValueError(
+                f"{name} must be embeddings of this model's size, [N, {self.iem.embedding_dim}] or "
+                f"[{self.iem.embedding_dim}], got shape {tuple(matrix.shape)}."
+            )
+        return matrix
+
+    def _pairs_per_block(self) -> int:
+        """How many pairs :meth:`similarity` scores at once (the IEM holds ~``2d + 3h`` floats per pair)."""
+        return max(1, SIMILARITY_BLOCK_ELEMENTS // (2 * self.iem.embedding_dim + 3 * self.iem.hidden_dim))
+
+    @staticmethod
+    def _grad_context(*tensors: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Record autograd only when an input requires grad (an evaluator's scores need no graph)."""
+        if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
+            return contextlib.nullcontext()
+        return torch.no_grad()
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapter into the backbone weights (see :meth:`LLMBackbone.merge_lora`)."""

@@ -27,6 +27,13 @@ class D2LLMModelCardData(SentenceTransformerModelCardData):
             value = [row[:3] + ["..."] if len(row) > 3 else row for row in value]
         return SentenceTransformerModelCardData._format_example_value(value)
 
+    def get_model_specific_metadata(self) -> dict:
+        """The card's "Similarity Function" line names the IEM (``D2LLM.similarity_fn_name == "iem"``)."""
+        metadata = super().get_model_specific_metadata()
+        if "similarity_fn_name" in metadata and getattr(self.model, "similarity_fn_name", None) == "iem":
+            metadata["similarity_fn_name"] = "IEM logit (D2LLM interaction emulation module)"
+        return metadata
+
     def run_usage_snippet(self) -> None:
         super().run_usage_snippet()
         if not self.generate_widget_examples:

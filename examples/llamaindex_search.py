@@ -4,12 +4,13 @@ Stage 1 takes the ``--candidate-k`` nearest passages by embedding similarity fro
 stage 2 rescores them with the IEM from the stored embeddings and keeps the best ``--top-k``.
 
     python examples/llamaindex_search.py --limit 300 --queries 3
-    python examples/llamaindex_search.py --dataset scifact --limit 40 --model /work/runs/student-smollm2
+    python examples/llamaindex_search.py --dataset scifact --limit 40 --model runs/student-smollm2
     python examples/llamaindex_search.py --store qdrant --qdrant-path /tmp/qdrant     # Qdrant, local mode
     python examples/llamaindex_search.py --store qdrant --qdrant-url http://localhost:6333   # a Qdrant server
 
-``--model`` defaults to the distilled student at /work/runs/student-smollm2 when it exists; otherwise an
-untrained student is built on the bundled SmolLM2-135M (its rankings then only show the plumbing). The
+``--model`` (a folder saved by ``model.save_pretrained``, e.g. the output of ``d2llm distill``) defaults to the
+``D2LLM_MODEL`` environment variable, as in ``scripts/demo.sh``; without either, an untrained student is built
+on the bundled SmolLM2-135M (its rankings then only show the plumbing). The
 corpus is cut to ``--limit`` passages, the gold passages of the asked queries always included. Indexing
 is the slow part on a CPU: WikiQA sentences are short (~20 a second with SmolLM2 on 2 cores), SciFact
 abstracts are long (300+ tokens; well under one a second on a busy 2-core machine).
@@ -32,23 +33,24 @@ from d2llm_st.data.readers import BEIRDataset, read_beir
 
 logger = logging.getLogger("llamaindex_search")
 
-TRAINED_STUDENT = "/work/runs/student-smollm2"
+MODEL_ENV = "D2LLM_MODEL"
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
 def load_student(path: str | None) -> D2LLM:
-    """The trained student at ``path`` (or at the default location), else a freshly built untrained one."""
-    if path is None and os.path.isdir(TRAINED_STUDENT):
-        path = TRAINED_STUDENT
+    """The saved student at ``path`` (default: ``$D2LLM_MODEL``), else a freshly built untrained one."""
+    path = path or os.environ.get(MODEL_ENV) or None
     if path is not None:
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"--model {path}: no saved D2LLM there (a folder from model.save_pretrained).")
+            raise FileNotFoundError(
+                f"{path}: no saved D2LLM there (--model / ${MODEL_ENV} takes a folder from model.save_pretrained)."
+            )
         logger.info(f"Loading the D2LLM student from {path}")
         return D2LLM(path, device="cpu")
     from d2llm_st.gguf import bundled_smollm2
 
     logger.warning(
-        f"No trained student at {TRAINED_STUDENT} and no --model given: using an UNTRAINED student "
+        f"No --model given and {MODEL_ENV} not set: using an UNTRAINED student "
         "(SmolLM2-135M with random PMA and IEM). Its rankings only show the plumbing, not D2LLM's quality."
     )
     return D2LLM.from_llm(
@@ -115,7 +117,7 @@ def build_index(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help=f"saved D2LLM folder (default: {TRAINED_STUDENT} if it exists)")
+    parser.add_argument("--model", help=f"saved D2LLM folder (default: ${MODEL_ENV}, else an untrained student)")
     parser.add_argument("--data", default=os.environ.get("D2LLM_SHARED_DATA", DEFAULT_DATA), help="shared/data folder")
     parser.add_argument("--dataset", choices=("wikiqa", "scifact"), default="wikiqa", help="corpus in shared/data/ir")
     parser.add_argument("--limit", type=int, default=300, help="passages to index")

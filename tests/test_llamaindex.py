@@ -437,7 +437,7 @@ def test_example_searches_a_real_corpus(d2llm_path, shared_data, store, capsys):
 
 @pytest.mark.slow
 def test_real_student_ranks_real_passages_by_its_iem_from_stored_vectors(shared_data, monkeypatch):
-    """SmolLM2 student (the trained one when the lead's run exists) over real WikiQA sentences."""
+    """SmolLM2 student (the saved one named by $D2LLM_MODEL when set) over real WikiQA sentences."""
     example = load_example()
     dataset = example.read_beir(os.path.join(shared_data, "ir", "wikiqa"), split="test")
     corpus, queries = example.select(dataset, n_queries=2, limit=16)

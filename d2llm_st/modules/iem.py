@@ -66,9 +66,12 @@ class IEM(ConfiguredModule):
         cosine_residual: Add ``c * cos(a, b)`` to each branch's logit, ``c`` learnable per branch and
             initialised to ``cosine_scale``.
         cosine_scale: Initial ``c`` (20, the scale of sentence-transformers' MultipleNegativesRankingLoss).
+        default_task: The branch ``D2LLM.similarity`` / ``similarity_pairwise`` / ``rank`` use when no task is
+            given: ``"asymmetric"`` (query -> passage, the default, also for folders saved without this key) or
+            ``"symmetric"`` (NLI / STS). Saved with the module's config.
     """
 
-    config_keys = ["embedding_dim", "hidden_dim", "dropout", "cosine_residual", "cosine_scale"]
+    config_keys = ["embedding_dim", "hidden_dim", "dropout", "cosine_residual", "cosine_scale", "default_task"]
 
     def __init__(
         self,
@@ -77,8 +80,10 @@ class IEM(ConfiguredModule):
         dropout: float = 0.0,
         cosine_residual: bool = False,
         cosine_scale: float = 20.0,
+        default_task: Task = "asymmetric",
     ) -> None:
         super().__init__()
+        self.default_task = check_task(default_task)
         self.embedding_dim = embedding_dim
         self.hidden_dim = hidden_dim
         self.dropout = dropout
