@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from d2llm_st.model_folders import TEACHER_CONFIG_NAME
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules.backbone import check_decoder_llm
 from d2llm_st.modules.iem import check_task
 from d2llm_st.teacher.base import BatchResult, PairAttention, Teacher, length_sorted_batches, weights_fingerprint
@@ -24,8 +26,6 @@ from d2llm_st.teacher.cache import ScoreCache
 from d2llm_st.teacher.templates import DEFAULT_TEMPLATES, PromptRenderer, PromptTemplate, resolve_answer_token_ids
 
 logger = logging.getLogger(__name__)
-
-TEACHER_CONFIG_NAME = "d2llm_teacher.json"
 
 
 @dataclass
@@ -108,6 +108,7 @@ class LLMTeacher(Teacher):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        model_name_or_path = resolve_model_path(model_name_or_path, "model_name_or_path")
         saved = self._read_saved_config(model_name_or_path)
         base_path = model_name_or_path
         adapter_config = os.path.join(model_name_or_path, "adapter_config.json")
