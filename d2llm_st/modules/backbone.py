@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -48,15 +48,24 @@ def check_decoder_llm(config: PretrainedConfig, name: str) -> None:
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """Validate a list of input texts, naming the first offending item."""
+    """Validate a list of input texts, naming the argument and the first offending item.
+
+    Raises:
+        TypeError: ``texts`` is a single string, not a list (or other iterable) of strings, or an item is no string.
+        ValueError: the list is empty, or an item is empty or only whitespace (it would embed to nothing).
+    """
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [{name}].")
+    if texts is None or isinstance(texts, bytes) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}.")
     texts = list(texts)
     if not texts:
         raise ValueError(f"{name} is empty: pass at least one text.")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str: every item must be a text string.")
+        if not text.strip():
+            raise ValueError(f"{name}[{i}] is an empty text ({text!r}): every item must have some text to embed.")
     return texts
 
 
@@ -182,7 +191,7 @@ class LLMBackbone(InputModule):
     def preprocess(
         self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any
     ) -> dict[str, torch.Tensor | Any]:
-        """Tokenize texts (with an optional prompt prefix), pad, and warn once if any text is truncated."""
+        """Tokenize texts (with an optional prompt prefix) and pad; warn, with a count, whenever texts are truncated."""
         texts = check_texts(inputs)
         if prompt:
             texts = self._prepend_prompt(texts, prompt)
@@ -190,15 +199,14 @@ class LLMBackbone(InputModule):
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", return_length=False
         )
-        if not self._warned_truncation and encoded["input_ids"].shape[1] == max_length:
+        if encoded["input_ids"].shape[1] == max_length:  # only then can a text have been cut
             lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
             n_long = sum(length > max_length for length in lengths)
             if n_long:
                 logger.warning(
-                    f"{n_long} text(s) are longer than max_seq_length={max_length} tokens and were truncated; "
-                    "raise max_seq_length to keep them whole."
+                    f"{n_long} of {len(texts)} text(s) are longer than max_seq_length={max_length} tokens and were "
+                    "truncated; raise max_seq_length to keep them whole."
                 )
-                self._warned_truncation = True
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
