@@ -2,7 +2,12 @@
 
 Each module ``d2llm_st/cli/<name>.py`` defines ``COMMAND`` (the subcommand name), ``HELP`` (one
 line), ``add_arguments(parser)`` and ``run(args)``; they are discovered here, so adding a command
-is adding a file.
+is adding a file. A command module imports nothing heavy (torch, transformers, ...) at module level and checks
+its arguments and files before it does inside ``run``, so ``--help`` and a mistake are answered at once.
+
+Errors: a user's mistake (see :mod:`d2llm_st.errors`) prints one line ``d2llm <command>: error: ...`` and exits
+with status 2, like argparse's own errors; ``--debug`` or the environment variable ``D2LLM_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -10,12 +15,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
+import sys
+
+from d2llm_st.errors import USER_ERRORS
+
+DEBUG_ENV = "D2LLM_DEBUG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d2llm", description="D2LLM: distilled LLMs for semantic search.")
-    parser.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="Logging level (default: INFO)."
+    )
+    debug_help = f"Show the full traceback of an error (or set {DEBUG_ENV}=1)."
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
         if info.name.startswith("_"):  # __main__ and private helpers
@@ -28,11 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
+        # Also after the command; SUPPRESS keeps the top-level value when it is not given here.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         sub.set_defaults(run=module.run)
     return parser
 
 
+def debug_requested(args: argparse.Namespace) -> bool:
+    return args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.run(args) or 0
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args) or 0
+    except USER_ERRORS as error:
+        if debug_requested(args):
+            raise
+        message = " ".join(str(error).split("\n"))
+        print(f"d2llm {args.command}: error: {message}", file=sys.stderr)
+        return 2
