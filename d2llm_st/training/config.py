@@ -204,7 +204,7 @@ class DistillConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Check choices and ranges (the types were checked on construction from a dict); raise a
+        """Check choices and ranges (``__post_init__`` has coerced the types first); raise a
         :class:`~d2llm_st.errors.UserError` naming the key."""
         if self.mode not in MODES:
             raise UserError(f"mode must be one of {MODES}, got {self.mode!r}.")
