@@ -63,7 +63,7 @@ def run_variant(config, name: str, output_dir: str, cache: str, force: bool, lay
             return json.load(f)
     variant = variant_config(config, name, output_dir, cache, layer)
     start = time.time()
-    result = distill(variant, resume=not force)
+    result = distill(variant, overwrite=force)
     seconds = time.time() - start
     with open(path) as f:
         saved = json.load(f)

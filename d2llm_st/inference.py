@@ -136,8 +136,10 @@ class FastReranker:
         return next((bucket for bucket in self.buckets if bucket >= length), length)
 
     def _run(self, query: str, passages: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not isinstance(query, str) or not query:
-            raise TypeError(f"query must be a non-empty string, got {query!r}.")
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}.")
+        if not query.strip():
+            raise ValueError(f"query is an empty text ({query!r}): give some text to score passages against.")
         features = self.model.backbone.preprocess([query], prompt=self.prompt)
         input_ids, attention_mask = features["input_ids"], features["attention_mask"]
         with torch.inference_mode():

@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from d2llm_st.errors import UserError
 from d2llm_st.model_card import D2LLMModelCardData
-from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
+from d2llm_st.model_folders import D2LLM_MODULES, inspect_folder
+from d2llm_st.model_paths import resolve_model_path
+from d2llm_st.modules import IEM, MODULE_CLASSES, LLMBackbone, PMAPooling
 from d2llm_st.modules.backbone import check_texts
+from d2llm_st.modules.base import check_count, check_number
 from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.modules.pma import ATTENTION_SCALES
 from d2llm_st.runtime import backbone_dtype
 
 logger = logging.getLogger(__name__)
-
-MODULE_CLASSES = MappingProxyType(
-    {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (LLMBackbone, PMAPooling, IEM)}
-)
-"""The classes a saved D2LLM's ``modules.json`` names, resolved without ``trust_remote_code``."""
 
 PROMPT_NAMES = {"query": "query", "passage": "document", "symmetric": "symmetric"}
 
@@ -39,17 +39,45 @@ SIMILARITY_BLOCK_ELEMENTS = 2**24
 """``D2LLM.similarity`` scores this many ``pairs x (2 * embedding_dim + 3 * hidden_dim)`` floats at a time."""
 
 
-def register_with_sentence_transformers() -> None:
-    """Let plain ``SentenceTransformer(path)`` load D2LLM modules from this installed package.
+def _as_embeddings(values: Any, name: str, device: torch.device) -> torch.Tensor:
+    """``values`` (tensor, array or nested lists of numbers) as a floating-point tensor on ``device``."""
+    if values is None or isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a tensor or array of embeddings, got {type(values).__name__}.")
+    try:
+        tensor = torch.as_tensor(values, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a tensor or array of numbers ({error}).") from error
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got {tensor.dtype}.")
+    return tensor if tensor.is_floating_point() else tensor.float()
 
-    sentence-transformers 6 only imports module classes from outside its own namespace with
-    ``trust_remote_code=True``, which for a hub id would run code from the repository. Declaring
-    our classes through the ``_module_classes`` hook resolves them to this installed package
-    instead, and no remote code runs.
-    """
-    known = dict(SentenceTransformer._module_classes)
-    if not all(name in known for name in MODULE_CLASSES):
-        SentenceTransformer._module_classes = MappingProxyType({**known, **MODULE_CLASSES})
+
+def check_d2llm_folder(path: str) -> None:
+    """Raise a :class:`UserError` unless the local folder ``path`` holds a whole saved D2LLM: the three
+    ``modules.json`` entries (backbone, PMA, IEM) and each one's subfolder. The message names what the folder
+    is, or the missing piece and its subfolder."""
+    info = inspect_folder(path)
+    if info.kind != "d2llm":
+        hint = {
+            "causal-lm": "build a student from it with D2LLM.from_llm(path)",
+            "teacher": "build a student from it with D2LLM.from_llm(path), or use it as a teacher",
+            "bi-encoder": "load it with SentenceTransformer(path)",
+            "cross-encoder": "load it with CrossEncoder(path)",
+        }.get(info.kind, "give the folder that `d2llm distill` or D2LLM.save_pretrained wrote")
+        raise UserError(f"{path} is {info.description}, not a saved D2LLM: {hint}.")
+    for name, class_path in D2LLM_MODULES.items():
+        entry = next((module for module in info.modules if module.get("type") == class_path), None)
+        if entry is None:
+            raise UserError(
+                f"{path}/modules.json has no {name} entry ({class_path}): the saved D2LLM is incomplete; "
+                "re-save or re-download it."
+            )
+        folder = os.path.join(path, entry.get("path", ""))
+        if not os.path.isdir(folder):
+            raise UserError(
+                f"{folder} is missing: the folder of the {name} module ({entry.get('path')!r} in modules.json); "
+                "re-save or re-download the model."
+            )
 
 
 class D2LLM(SentenceTransformer):
@@ -66,9 +94,33 @@ class D2LLM(SentenceTransformer):
     _module_classes = MODULE_CLASSES
     model_card_data_class = D2LLMModelCardData
 
+    def __init__(self, model_name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> None:
+        """``SentenceTransformer.__init__``; a name is resolved (``bundled:``, folder, hub id) and must be a D2LLM.
+
+        Raises:
+            UserError: (a ``ValueError``) the folder is another kind of model (named in the message), or a
+                module, its ``modules.json`` entry, its subfolder or its files are missing.
+        """
+        if model_name_or_path is not None:
+            model_name_or_path = resolve_model_path(os.fspath(model_name_or_path), "model_name_or_path")
+            if os.path.isdir(model_name_or_path):
+                check_d2llm_folder(model_name_or_path)
+        super().__init__(model_name_or_path, **kwargs)
+        if model_name_or_path is not None:
+            loaded = [type(module).__name__ for module in self]
+            if loaded != list(D2LLM_MODULES):
+                raise UserError(
+                    f"{model_name_or_path} loaded as {' -> '.join(loaded)}, not {' -> '.join(D2LLM_MODULES)}: it is "
+                    "not a D2LLM (load it with SentenceTransformer or CrossEncoder instead)."
+                )
+
     def encode(self, inputs: Sequence[str] | str, *args: Any, **kwargs: Any) -> Any:
         """``SentenceTransformer.encode``, with a clear error for empty or non-text input."""
-        check_texts([inputs] if isinstance(inputs, str) else inputs, "inputs")
+        if isinstance(inputs, str):
+            if not inputs.strip():
+                raise ValueError(f"inputs is an empty text ({inputs!r}): give some text to embed.")
+        else:
+            check_texts(inputs, "inputs")
         return super().encode(inputs, *args, **kwargs)
 
     @classmethod
@@ -117,13 +169,34 @@ class D2LLM(SentenceTransformer):
             model_kwargs: Passed to ``AutoModel.from_pretrained``; ``{"dtype": torch.float32}`` overrides the CPU
                 bf16 policy of :mod:`d2llm_st.runtime` (default: bf16 base weights on a CPU with bf16 instructions).
             device: Device to put the model on (default: the best available).
+
+        Raises:
+            ValueError / TypeError: an invalid argument, named in the message, before the LLM is loaded.
         """
+        check_count("max_seq_length", max_seq_length)
+        check_count("lora_r", lora_r, optional=True)
+        check_count("pma_heads", pma_heads)
+        check_count("pma_seeds", pma_seeds)
+        check_count("pma_output_dim", pma_output_dim, optional=True)
+        if pma_attention_scale not in ATTENTION_SCALES:
+            raise UserError(f"pma_attention_scale must be one of {ATTENTION_SCALES}, got {pma_attention_scale!r}.")
+        check_count("iem_hidden_dim", iem_hidden_dim)
+        check_number("iem_dropout", iem_dropout, low=0, high=1)
+        check_number("lora_dropout", lora_dropout, low=0, high=1)
+        check_number("iem_cosine_scale", iem_cosine_scale)
+        for name, prompt in (
+            ("query_prompt", query_prompt),
+            ("passage_prompt", passage_prompt),
+            ("symmetric_prompt", symmetric_prompt),
+        ):
+            if prompt is not None and not isinstance(prompt, str):
+                raise TypeError(f"{name} must be a string or None, got {type(prompt).__name__}.")
         model_kwargs = dict(model_kwargs or {})
         dtype = backbone_dtype(device)
         if dtype is not None and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
             model_kwargs["dtype"] = dtype
         backbone = LLMBackbone(
-            model_name_or_path,
+            resolve_model_path(model_name_or_path, "model_name_or_path"),
             max_seq_length=max_seq_length,
             padding_side=padding_side,
             lora_r=lora_r,
@@ -398,8 +471,8 @@ class D2LLM(SentenceTransformer):
         """
         check_task(task)
         device = self.iem.symmetric.head.weight.device
-        queries = torch.as_tensor(query_embeddings, device=device)
-        passages = torch.as_tensor(passage_embeddings, device=device)
+        queries = _as_embeddings(query_embeddings, "query_embeddings", device)
+        passages = _as_embeddings(passage_embeddings, "passage_embeddings", device)
         if queries.ndim == 2 and queries.shape[0] == 1 and passages.ndim == 2:
             queries = queries[0]
         if queries.ndim == 1 and passages.ndim == 2:
@@ -444,8 +517,10 @@ class D2LLM(SentenceTransformer):
             raw logit with ``apply_sigmoid=False``).
         """
         check_task(task)
-        if isinstance(pairs, (str, bytes)) or not len(pairs):
-            raise ValueError("pairs must be a non-empty list of (text_a, text_b) pairs.")
+        if not isinstance(pairs, Sequence) or isinstance(pairs, (str, bytes)):
+            raise TypeError(f"pairs must be a list of (text_a, text_b) pairs, got {type(pairs).__name__}.")
+        if not pairs:
+            raise ValueError("pairs is empty: pass at least one (text_a, text_b) pair.")
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"pairs[{i}] must be a (text_a, text_b) pair, got {pair!r}.")

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from d2llm_st.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DTYPE_ENV = "D2LLM_CPU_DTYPE"
@@ -38,7 +40,7 @@ def cpu_dtype_setting() -> str:
     """The ``D2LLM_CPU_DTYPE`` setting (``auto`` when unset), checked."""
     setting = os.environ.get(DTYPE_ENV, "auto").strip().lower() or "auto"
     if setting not in CPU_DTYPES:
-        raise ValueError(f"{DTYPE_ENV}={setting!r} is not one of {', '.join(CPU_DTYPES)}.")
+        raise UserError(f"{DTYPE_ENV}={setting!r} is not one of {', '.join(CPU_DTYPES)}.")
     return setting
 
 
@@ -98,7 +100,7 @@ def default_num_threads() -> tuple[int, str]:
     if os.environ.get(THREADS_ENV):
         value = os.environ[THREADS_ENV]
         if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{THREADS_ENV}={value!r} must be a whole number >= 1.")
+            raise UserError(f"{THREADS_ENV}={value!r} must be a whole number >= 1.")
         return int(value), THREADS_ENV
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads(), "OMP_NUM_THREADS"
@@ -115,7 +117,7 @@ def configure_cpu(threads: int | None = None) -> str:
     """
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}.")
+            raise UserError(f"threads must be >= 1, got {threads}.")
         reason = "--threads"
     else:
         threads, reason = default_num_threads()

@@ -181,3 +181,9 @@ def test_cli_mine_keeps_a_finished_output(tiny_llama, shared_data, tmp_path, cap
     assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
     assert main([*args, "--overwrite", "--method", "none"]) == 0 and "3 rows" in capsys.readouterr().out
     assert not os.path.exists(f"{output}.tmp")
+
+
+def test_limit_is_checked_before_any_data_is_read(tmp_path):
+    for limit in (0, -3):  # a sample of 0 rows used to be blamed on "no row has 3 negatives"
+        with pytest.raises(ValueError, match=f"limit must be >= 1 \\(or None for all rows\\), got {limit}"):
+            build_distillation_dataset("nli", str(tmp_path / "not-read.jsonl"), teacher=object(), limit=limit)

@@ -66,3 +66,35 @@ def test_reader_errors_name_the_problem(tmp_path):
     os.makedirs(tmp_path / "beir")
     with pytest.raises(FileNotFoundError, match="qrels"):
         read_beir(str(tmp_path / "beir"), "dev")
+
+
+def test_a_broken_line_is_named_by_file_and_line(tmp_path):
+    from d2llm_st.errors import UserError
+
+    path = tmp_path / "pairs.jsonl"
+    good = '{"premise": "a", "hypothesis": "b", "label": "entailment"}'
+    path.write_text(f"{good}\n\n{good}\n" + '{"premise": "a", oops\n')
+    with pytest.raises(UserError, match=r"pairs.jsonl:4: not valid JSON \(Expecting property name .*column 18\)"):
+        read_nli(str(path))
+    path.write_text(f"{good}\n[1, 2]\n")
+    with pytest.raises(UserError, match=r"pairs.jsonl:2: expected a JSON object per line, got list"):
+        read_nli(str(path))
+
+
+def test_bad_values_and_columns_name_the_file(tmp_path):
+    from d2llm_st.errors import UserError
+
+    sts = tmp_path / "sts.jsonl"
+    sts.write_text('{"sentence1": "a", "sentence2": "b", "score": "high"}\n')
+    with pytest.raises(UserError, match=r"sts.jsonl: row 0 has score 'high', not a number"):
+        read_sts(str(sts))
+    sts.write_text("")
+    with pytest.raises(UserError, match="sts.jsonl has no rows"):
+        read_sts(str(sts))
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n')
+    (beir / "qrels" / "test.tsv").write_text("qid\tdoc\tscore\nq1\td1\t1\n")
+    with pytest.raises(UserError, match=r"test.tsv has no corpus-id, query-id column"):
+        read_beir(str(beir))

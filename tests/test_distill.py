@@ -468,7 +468,152 @@ def test_mixed_precision_falls_back_to_float32_without_a_gpu(tiny_llama, eval_da
 
 def test_a_missing_teacher_is_named_with_the_fix(tiny_llama, eval_data, tmp_path):
     config = make_config(tiny_llama, eval_data, str(tmp_path / "run")).with_overrides(
-        [f"teacher.model={tmp_path / 'no-teacher-here'}"]
+        [
+            f"teacher.model={tmp_path / 'no-teacher-here'}",
+            f"datasets.nli_toy.path={eval_data['nli']}",  # the data paths are checked first
+            f"datasets.qa_toy.path={eval_data['qa']}",
+        ]
     )
-    with pytest.raises(OSError, match="teacher-train"):
+    with pytest.raises(FileNotFoundError, match="teacher.model=.*no-teacher-here.*teacher-train"):
         distill(config)
+    with pytest.raises(FileNotFoundError, match=r"datasets\[0\].path: no such file or folder: nowhere"):
+        distill(config.with_overrides(["datasets.nli_toy.path=nowhere"]))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_config_values_are_coerced_to_their_declared_types_or_rejected_by_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  learning_rate: 1e-3\n  max_steps: '5'\nstudent:\n  lora_r: 4.0\n")
+    config = DistillConfig.load(str(path))
+    assert config.training.learning_rate == 0.001 and type(config.training.learning_rate) is float  # YAML: a str
+    assert (config.training.max_steps, config.student.lora_r) == (5, 4)
+    assert type(config.training.max_steps) is int and type(config.student.lora_r) is int
+    changed = config.with_overrides(["training.learning_rate=1e-2", "student.lora_target_modules=q_proj"])
+    assert changed.training.learning_rate == 0.01 and type(changed.training.learning_rate) is float
+    assert DistillConfig.from_yaml(changed.to_yaml()) == changed
+
+    path.write_text("training:\n  learning_rate: 1e-3\n  max_steps: 2: 3\n")
+    with pytest.raises(ValueError, match=r"run\.yaml:3: not valid YAML \(mapping values are not allowed here\)"):
+        DistillConfig.load(str(path))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.learning_rate=abc", "training.learning_rate: expected a number, got 'abc'"),
+        ("training.learning_rate=-1e-3", r"training.learning_rate must be > 0, got -0.001"),
+        ("training.learning_rate=.inf", "training.learning_rate: expected a number, got inf"),
+        ("training.max_steps=-5", r"training.max_steps must be -1 \(train for num_train_epochs\) or >= 1, got -5"),
+        ("training.max_steps=0", r"training.max_steps must be -1 .* got 0"),
+        ("training.batch_size=0", "training.batch_size must be >= 1, got 0"),
+        ("training.warmup_ratio=1.5", r"training.warmup_ratio must be in \[0, 1\), got 1.5"),
+        ("training.bf16=maybe", "training.bf16: expected true or false, got 'maybe'"),
+        ("student.pma_heads=2.5", "student.pma_heads: expected a whole number, got 2.5"),
+        ("student.iem_hidden_dim=0", "student.iem_hidden_dim must be >= 1, got 0"),
+        ("student.max_seq_length=-1", "student.max_seq_length must be >= 1, got -1"),
+        ("student.lora_target_modules=[1]", "student.lora_target_modules: expected a list of strings or a string"),
+        ("datasets.nli_toy.limit=0", r"datasets\[0\].limit must be >= 1, got 0"),
+        ("datasets.nli_toy.num_negatives=0", r"datasets\[0\].num_negatives must be >= 1, got 0"),
+        ("loss.temperature=0", "loss.temperature must be > 0, got 0.0"),
+        ("loss.alpha=-1", "loss.alpha must be >= 0, got -1.0"),
+        ("teacher.batch_size=0", "teacher.batch_size must be >= 1, got 0"),
+        ("teacher.kind=bert", "teacher.kind must be one of"),
+        ("evaluation.sets.sts_toy.limit=-3", r"evaluation.sets\[0\].limit must be >= 1, got -3"),
+    ],
+)
+def test_config_rejects_a_bad_value_naming_its_key(tiny_llama, eval_data, tmp_path, override, message):
+    from d2llm_st.errors import UserError
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"))
+    with pytest.raises(UserError, match=message):
+        config.with_overrides([override])
+
+
+def test_a_finished_run_is_read_back_resumed_at_its_last_step_or_refused(tiny_llama, eval_data, tmp_path, caplog):
+    from d2llm_st import D2LLM
+    from d2llm_st.errors import UserError
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"), max_steps=2)
+    run = tmp_path / "run"
+    first = distill(config, train_datasets())
+    trained = {name: p.detach().clone() for name, p in D2LLM(first.model_dir, device="cpu").named_parameters()}
+    written = {name: os.path.getmtime(run / name) for name in ("results.json", "distill_config.yaml", "model")}
+
+    # The same config again: reported as finished, nothing trained or rewritten.
+    again = distill(config, train_datasets())
+    assert again.already_finished and (again.steps, again.scores) == (2, first.scores)
+    assert {name: os.path.getmtime(run / name) for name in written} == written
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    # Killed during the final evaluation or save: checkpoint-2 is at max_steps, so it is loaded, not trained on.
+    os.remove(run / "results.json")
+    shutil.rmtree(run / "model")
+    with caplog.at_level(logging.INFO):
+        resumed = distill(config, train_datasets())
+    assert "at the last step (2): loading it" in caplog.text
+    assert resumed.steps == 2 and not resumed.already_finished and json.load(open(run / "results.json"))["steps"] == 2
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    reloaded = dict(D2LLM(resumed.model_dir, device="cpu").named_parameters())
+    assert all(torch.equal(reloaded[name], value) for name, value in trained.items())
+
+    # Another config is refused, naming the differing keys; so is any run with resuming off.
+    changed = config.with_overrides(["loss.alpha=0", "training.max_steps=1"])
+    with pytest.raises(UserError, match=r"different config: loss.alpha \(1.0 -> 0.0\); training.max_steps \(2 -> 1\)"):
+        distill(changed, train_datasets())
+    with pytest.raises(UserError, match="resuming is off"):
+        distill(config, train_datasets(), resume=False)
+    assert DistillConfig.load(str(run / "distill_config.yaml")) == config
+
+    # overwrite starts fresh: the old checkpoints go, the teacher score cache stays.
+    assert (run / "teacher_scores.sqlite").exists()
+    fresh = distill(changed, train_datasets(), overwrite=True)
+    assert fresh.steps == 1 and not fresh.already_finished
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert DistillConfig.load(str(run / "distill_config.yaml")).loss.alpha == 0
+    assert (run / "teacher_scores.sqlite").exists()
+
+
+def write_finished_run(config: DistillConfig) -> None:
+    """The files a finished run leaves (no weights needed: refusing or reporting one reads only these)."""
+    run = config.training.output_dir
+    config.save(os.path.join(run, "distill_config.yaml"))
+    os.makedirs(os.path.join(run, "checkpoint-4"))
+    scores = {"sts_toy": {"spearman": 0.5}, "nli_toy": {"auc": 0.75}, "qa_toy": {"ndcg@10": 0.25}}
+    with open(os.path.join(run, "results.json"), "w") as f:
+        json.dump({"mode": "distill", "steps": 4, "scores": scores, "train_metrics": {}, "model_dir": None}, f)
+
+
+def run_cli(*args: str, timeout: float = 120, **env: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "d2llm_st.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
+def test_cli_refuses_another_config_in_a_finished_folder_and_reports_the_same_one(tiny_llama, eval_data, tmp_path):
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"))
+    write_finished_run(config)
+    path = str(tmp_path / "run.yaml")
+    config.save(path)
+    before = open(tmp_path / "run" / "results.json").read()
+
+    refused = run_cli("distill", path, "--set", "loss.alpha=0")
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("d2llm distill: error: ") and "loss.alpha (1.0 -> 0.0)" in refused.stderr
+    assert "--overwrite" in refused.stderr
+
+    no_resume = run_cli("distill", path, "--no-resume")
+    assert no_resume.returncode == 2 and "resuming is off" in no_resume.stderr
+
+    finished = run_cli("--log-level", "WARNING", "distill", path)
+    assert finished.returncode == 0, finished.stderr
+    assert "steps: 4" in finished.stdout and "already finished" in finished.stdout
+    assert "| nli_toy | auc | 0.7500 |" in finished.stdout
+    assert open(tmp_path / "run" / "results.json").read() == before

@@ -55,8 +55,14 @@ def test_errors(tiny_llama):
     model = build(tiny_llama)
     with pytest.raises(ValueError, match="CUDA device"):
         FastReranker(model, cuda_graphs=True)
-    with pytest.raises(TypeError, match="non-empty string"):
-        FastReranker(model).encode_query("")
+    reranker = FastReranker(model, buckets=(16,))
+    passages = model.encode_texts(PASSAGES, "passage")
+    with pytest.raises(ValueError, match=r"query is an empty text \(''\)"):  # not a reshape error deep inside
+        reranker.encode_query("")
+    with pytest.raises(ValueError, match=r"query is an empty text \(' '\)"):
+        reranker.score(" ", passages)
+    with pytest.raises(TypeError, match="query must be a string, got NoneType"):
+        reranker.score(None, passages)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -144,6 +144,13 @@ def test_model_argument_errors_name_the_fix(d2llm_path):
         D2LLMRerank()
 
 
+def test_a_folder_that_is_not_a_d2llm_is_refused_naming_what_it_is(minilm, tiny_llama):
+    with pytest.raises(ValueError, match=r"is a sentence-transformers bi-encoder .*not a saved D2LLM"):
+        D2LLMEmbedding(model=minilm)
+    with pytest.raises(ValueError, match=r"is a causal LM \(LlamaForCausalLM\), not a saved D2LLM"):
+        D2LLMRerank(model=tiny_llama)
+
+
 def test_serialisation_round_trips(d2llm_path, embed_model, model):
     data = embed_model.to_dict()
     assert data["class_name"] == "D2LLMEmbedding" and data["model_name"] == d2llm_path

@@ -144,6 +144,15 @@ def test_loss_terms_match_the_term_functions(tiny_llama):
     assert torch.allclose(torch.diagonal(matrix), z[:, 0], atol=1e-6)
 
 
+# Parameters whose gradient is zero by the maths, so only rounding leaves a residue (seen up to 3e-7):
+# a key bias adds the same amount to every token's attention score, which the PMA softmax cancels;
+# the IEM head bias shifts every logit of an anchor alike, which softmax (in-batch), Pearson and
+# pairwise differences cancel (contrastive imitation weights each logit by the teacher, so it does not).
+SHIFT_INVARIANT = {"1.k_proj.bias"}
+HEAD_BIAS_CANCELS = {"in_batch", "rank_imitation_pearson", "rank_imitation_pairwise"}
+NO_GRADIENT = 1e-6  # the smallest real gradient here is ~1e-4
+
+
 @pytest.mark.parametrize("term", TERMS)
 def test_gradients_reach_lora_pma_iem_and_nothing_frozen(tiny_llama, teacher, term):
     model = make_student(tiny_llama)
@@ -151,23 +160,29 @@ def test_gradients_reach_lora_pma_iem_and_nothing_frozen(tiny_llama, teacher, te
     features, labels = collate(model, ROWS, with_features=term == "feature_imitation")
     loss(features, labels)[term].backward()
 
-    with_grad = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    grads = {name: p.grad.abs().max().item() for name, p in model.named_parameters() if p.grad is not None}
+    with_grad = {name for name, value in grads.items() if value > NO_GRADIENT}
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     lora = {name for name, p in model.named_parameters() if "lora_" in name}
     pma = {name for name, _ in model.named_parameters() if name.startswith("1.")}
     iem = {name for name, _ in model.named_parameters() if name.startswith("2.asymmetric.")}
+    cancelled = SHIFT_INVARIANT | ({"2.asymmetric.head.bias"} if term in HEAD_BIAS_CANCELS else set())
     assert frozen and frozen == {name for name, _ in model.named_parameters()} - lora - pma - set(
         name for name, _ in model.named_parameters() if name.startswith("2.")
     )
-    assert not with_grad & frozen
-    assert all(p.grad is None for name, p in model.named_parameters() if name in frozen)
+    assert not set(grads) & frozen  # frozen weights get no gradient at all, not a zero one
     assert lora <= with_grad, sorted(lora - with_grad)[:3]
+    assert all(grads.get(name, 0.0) <= NO_GRADIENT for name in cancelled), {n: grads.get(n) for n in cancelled}
     if term == "word_level":  # token states only: PMA and IEM are not on its path
         assert not with_grad & (pma | iem)
     elif term == "feature_imitation":  # the IEM's hidden vectors, not its head
-        assert pma <= with_grad and iem - {"2.asymmetric.head.weight", "2.asymmetric.head.bias"} <= with_grad
+        assert (
+            pma - cancelled <= with_grad and iem - {"2.asymmetric.head.weight", "2.asymmetric.head.bias"} <= with_grad
+        )
     else:
-        assert pma <= with_grad and iem <= with_grad
+        assert pma - cancelled <= with_grad and iem - cancelled <= with_grad, sorted(
+            (pma | iem) - cancelled - with_grad
+        )
     assert not any(name.startswith("2.symmetric.") for name in with_grad)
 
 
@@ -295,7 +310,7 @@ def test_gradient_checkpointing_keeps_lora_gradients(tiny_llama):
     features, labels = collate(model, ROWS)
     sum(loss(features, labels).values()).backward()
     lora = [p for name, p in model.named_parameters() if "lora_" in name]
-    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert lora and all(p.grad is not None and p.grad.abs().max() > NO_GRADIENT for p in lora)
 
 
 @pytest.mark.slow

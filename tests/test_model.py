@@ -236,3 +236,108 @@ def test_real_smollm2_student_round_trip_and_ranking(smollm2, tmp_path):
         normalize_embeddings=True,
     )
     assert (a @ b) > (a @ c)
+
+
+def test_empty_none_and_non_text_inputs_name_the_argument(tiny_llama):
+    model = build(tiny_llama)
+    for call, error, message in [
+        (lambda: model.encode(""), ValueError, r"inputs is an empty text \(''\)"),
+        (lambda: model.encode(["the cat", "  "]), ValueError, r"inputs\[1\] is an empty text"),
+        (lambda: model.encode(None), TypeError, "inputs must be a list of strings, got NoneType"),
+        (lambda: model.encode(5), TypeError, "inputs must be a list of strings, got int"),
+        (lambda: model.encode_texts([""], "query"), ValueError, r"texts\[0\] is an empty text"),
+        (lambda: model.encode_texts(None, "query"), TypeError, "texts must be a list of strings"),
+        (lambda: model.predict(5), TypeError, "pairs must be a list of .* got int"),
+        (lambda: model.predict(None), TypeError, "pairs must be a list of .* got NoneType"),
+        (lambda: model.predict([("the cat", "")]), ValueError, r"pairs\[:, 1\]\[0\] is an empty text"),
+        (lambda: model.score(None, torch.zeros(2, 32)), TypeError, "query_embeddings must be a tensor"),
+        (lambda: model.score(torch.zeros(32), "abc"), TypeError, "passage_embeddings must be a tensor"),
+        (lambda: model.score(torch.zeros(32), [["a", "b"]]), TypeError, "passage_embeddings must be a tensor"),
+    ]:
+        with pytest.raises(error, match=message):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"pma_heads": 0}, ValueError, "pma_heads must be >= 1, got 0"),
+        ({"pma_seeds": -1}, ValueError, "pma_seeds must be >= 1, got -1"),
+        ({"iem_hidden_dim": 0}, ValueError, "iem_hidden_dim must be >= 1, got 0"),
+        ({"max_seq_length": 0}, ValueError, "max_seq_length must be >= 1, got 0"),
+        ({"lora_r": 0}, ValueError, "lora_r must be >= 1, got 0"),
+        ({"iem_dropout": 1.5}, ValueError, r"iem_dropout must be a finite number >= 0 and < 1, got 1.5"),
+        ({"pma_heads": 2.5}, TypeError, "pma_heads must be a whole number"),
+        ({"query_prompt": 5}, TypeError, "query_prompt must be a string or None, got int"),
+        ({"pma_attention_scale": "sqrt"}, ValueError, "pma_attention_scale must be one of"),
+    ],
+)
+def test_invalid_constructor_arguments_are_named_before_the_llm_loads(kwargs, error, message, tmp_path):
+    with pytest.raises(error, match=message):  # a path that does not exist: the check comes first
+        D2LLM.from_llm(str(tmp_path / "no-llm-here"), **kwargs)
+
+
+def test_module_constructors_check_their_sizes():
+    with pytest.raises(ValueError, match="num_heads must be >= 1, got 0"):  # was a ZeroDivisionError
+        PMAPooling(32, num_heads=0)
+    with pytest.raises(ValueError, match="output_dim must be >= 1"):
+        PMAPooling(32, num_heads=4, output_dim=0)
+    with pytest.raises(ValueError, match="hidden_dim must be >= 1, got 0"):  # would score every pair 0.5
+        IEM(8, hidden_dim=0)
+    with pytest.raises(ValueError, match="embedding_dim must be >= 1"):
+        IEM(-8)
+    with pytest.raises(ValueError, match="dropout must be a finite number >= 0 and < 1"):
+        IEM(8, dropout=-0.1)
+
+
+def test_truncation_is_warned_about_on_every_call_with_a_count(tiny_llama, caplog):
+    model = build(tiny_llama, max_seq_length=8)
+    long = "the cat sat on the mat and the dog ran to the river in the rain"
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="d2llm_st.modules.backbone"):
+            model.encode([long, "the cat", long])
+        assert [r.getMessage()[:16] for r in caplog.records] == ["2 of 3 text(s) a"], caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="d2llm_st.modules.backbone"):
+        model.encode(["the cat", "a dog"])
+    assert not caplog.records
+
+
+@pytest.fixture
+def saved_student(tiny_llama, tmp_path) -> str:
+    path = str(tmp_path / "student")
+    build(tiny_llama, lora_r=4).save_pretrained(path)
+    return path
+
+
+def test_non_d2llm_folders_are_refused_naming_what_they_are(tiny_llama, minilm):
+    with pytest.raises(
+        ValueError, match=r"is a sentence-transformers bi-encoder \(Transformer -> Pooling -> Normalize"
+    ):
+        D2LLM(minilm)
+    with pytest.raises(ValueError, match=r"is a causal LM \(LlamaForCausalLM\), not a saved D2LLM: .*from_llm"):
+        D2LLM(tiny_llama)
+
+
+@pytest.mark.parametrize("damage", ["iem_folder", "iem_entry", "pma_weights", "pma_config"])
+def test_a_damaged_d2llm_folder_names_the_missing_piece(saved_student, damage):
+    import shutil
+
+    pma = os.path.join(saved_student, "1_PMAPooling")
+    if damage == "iem_folder":
+        shutil.rmtree(os.path.join(saved_student, "2_IEM"))
+        message = r"2_IEM is missing: the folder of the IEM module \('2_IEM' in modules.json\)"
+    elif damage == "iem_entry":
+        modules_path = os.path.join(saved_student, "modules.json")
+        modules = json.load(open(modules_path))
+        json.dump([m for m in modules if not m["type"].endswith(".IEM")], open(modules_path, "w"))
+        message = r"modules.json has no IEM entry \(d2llm_st.modules.iem.IEM\)"
+    elif damage == "pma_weights":
+        os.remove(os.path.join(pma, "model.safetensors"))
+        message = r"1_PMAPooling has no model.safetensors or pytorch_model.bin: the PMAPooling module's weights"
+    else:
+        os.remove(os.path.join(pma, "config.json"))
+        message = r"1_PMAPooling has no config.json: the PMAPooling module's config"
+    with pytest.raises(ValueError, match=message):
+        D2LLM(saved_student, device="cpu")

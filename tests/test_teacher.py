@@ -264,3 +264,37 @@ def test_long_pairs_are_cut_passage_first_with_a_warning(tiny_llama, caplog):
     assert len(encoded.positions_a) == 4 and len(encoded.positions_b) == 8  # the passage pays (query <= half)
     assert encoded.input_ids[-1] == teacher.encode(query, "the chef", "asymmetric").input_ids[-1]  # answer line kept
     assert 0 < teacher.score([(query, passage)], task="asymmetric").scores[0] < 1
+
+
+def test_models_that_cannot_teach_are_refused_naming_what_they_are(tiny_llama, minilm, tmp_path):
+    """A CrossEncoder built from any of these would score with a newly initialised head: ~0.5 for every pair."""
+    import torch
+    from transformers import BertConfig
+
+    from d2llm_st import D2LLM
+    from d2llm_st.evaluation import load_scorer
+    from d2llm_st.model_folders import check_pair_scorer, inspect_folder
+    from d2llm_st.teacher import load_teacher
+
+    bi_encoder = r"is a sentence-transformers bi-encoder \(Transformer -> Pooling -> Normalize\), not a pair scorer"
+    for load in (load_teacher, CrossEncoderTeacher, lambda path: load_teacher(path, kind="cross-encoder")):
+        with pytest.raises(ValueError, match=bi_encoder):
+            load(minilm)
+
+    def bert(name: str, architecture: str) -> str:
+        config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+        config.architectures = [architecture]
+        config.save_pretrained(str(tmp_path / name))
+        return str(tmp_path / name)
+
+    with pytest.raises(ValueError, match=r"without a scoring or LM head \(BertModel\).*newly initialised"):
+        load_teacher(bert("encoder", "BertModel"))
+    check_pair_scorer(inspect_folder(bert("classifier", "BertForSequenceClassification")), "teacher")  # has a head
+
+    torch.manual_seed(0)
+    student = str(tmp_path / "student")
+    D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=8, device="cpu").save_pretrained(student)
+    with pytest.raises(ValueError, match=r"is a D2LLM student .*not a pair scorer"):
+        load_teacher(student)
+    with pytest.raises(ValueError, match=r"is a D2LLM student .*--model-type d2llm"):
+        load_scorer(student, "cross-encoder")

@@ -2,7 +2,12 @@
 
 Each module ``d2llm_st/cli/<name>.py`` defines ``COMMAND`` (the subcommand name), ``HELP`` (one
 line), ``add_arguments(parser)`` and ``run(args)``; they are discovered here, so adding a command
-is adding a file.
+is adding a file. A command module imports nothing heavy (torch, transformers, ...) at module level and checks
+its arguments and files before it does inside ``run``, so ``--help`` and a mistake are answered at once.
+
+Errors: a user's mistake (see :mod:`d2llm_st.errors`) prints one line ``d2llm <command>: error: ...`` and exits
+with status 2, like argparse's own errors; ``--debug`` or the environment variable ``D2LLM_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -12,14 +17,25 @@ import importlib
 import logging
 import os
 import pkgutil
+import sys
+
+from d2llm_st.cli._types import positive_int
+from d2llm_st.errors import USER_ERRORS
+
+DEBUG_ENV = "D2LLM_DEBUG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d2llm", description="D2LLM: distilled LLMs for semantic search.")
-    parser.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="Logging level (default: INFO)."
+    )
+    debug_help = f"Show the full traceback of an error (or set {DEBUG_ENV}=1)."
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="Torch CPU threads (default: D2LLM_NUM_THREADS, OMP_NUM_THREADS, or the cores not busy with other work).",
     )
     parser.add_argument(
@@ -40,16 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
+        # Also after the command; SUPPRESS keeps the top-level value when it is not given here.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         sub.set_defaults(run=module.run)
     return parser
 
 
+def debug_requested(args: argparse.Namespace) -> bool:
+    return args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from d2llm_st.runtime import DTYPE_ENV, configure_cpu  # imports torch: after --help and argument errors
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from d2llm_st.runtime import DTYPE_ENV, configure_cpu  # imports torch: after --help and argument errors
 
-    if args.cpu_dtype:
-        os.environ[DTYPE_ENV] = args.cpu_dtype  # read by every model load of this process
-    logging.getLogger(__name__).info(configure_cpu(args.threads))
-    return args.run(args) or 0
+        if args.cpu_dtype:
+            os.environ[DTYPE_ENV] = args.cpu_dtype  # read by every model load of this process
+        logging.getLogger(__name__).info(configure_cpu(args.threads))
+        return args.run(args) or 0
+    except USER_ERRORS as error:
+        if debug_requested(args):
+            raise
+        message = " ".join(str(error).split("\n"))
+        print(f"d2llm {args.command}: error: {message}", file=sys.stderr)
+        return 2

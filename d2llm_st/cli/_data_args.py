@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from d2llm_st.cli._types import existing_path, positive_int
+from d2llm_st.errors import UserError
+
 KINDS = ("nli", "sts", "beir")
 
 
@@ -13,10 +16,16 @@ def add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) 
     again = " Repeat --kind/--data to use several sets." if multiple else ""
     parser.add_argument("--kind", choices=KINDS, required=True, action=action, help="nli / sts file, or beir." + again)
     parser.add_argument(
-        "--data", required=True, action=action, help="Data file (.jsonl[.gz], .csv, HF datasets folder) or BEIR folder."
+        "--data",
+        required=True,
+        action=action,
+        type=existing_path,
+        help="Data file (.jsonl[.gz], .csv, HF datasets folder) or BEIR folder.",
     )
     parser.add_argument("--split", default="train", help="BEIR qrels split (default: train).")
-    parser.add_argument("--limit", type=int, help="Use at most this many rows / pairs per set (seeded sample).")
+    parser.add_argument(
+        "--limit", type=positive_int, help="Use at most this many rows / pairs per set (seeded sample)."
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -29,7 +38,7 @@ def read_labelled_pairs(args: argparse.Namespace) -> list:
     kinds = args.kind if isinstance(args.kind, list) else [args.kind]
     paths = args.data if isinstance(args.data, list) else [args.data]
     if len(kinds) != len(paths):
-        raise SystemExit(f"Give one --kind per --data (got {len(kinds)} kinds for {len(paths)} data paths).")
+        raise UserError(f"Give one --kind per --data (got {len(kinds)} kinds for {len(paths)} data paths).")
     pairs = []
     for kind, path in zip(kinds, paths):
         if kind == "nli":

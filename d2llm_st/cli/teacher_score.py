@@ -14,23 +14,30 @@ from __future__ import annotations
 import argparse
 
 from d2llm_st.cli._data_args import add_data_arguments, read_labelled_pairs
+from d2llm_st.cli._types import positive_int
 
 COMMAND = "teacher-score"
 HELP = "Score labelled pairs with a teacher (cached, resumable) and print AUC / accuracy."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="Teacher folder / hub id (causal LM or CrossEncoder).")
+    parser.add_argument(
+        "--teacher", required=True, help="Teacher folder, hub id or bundled:smollm2 (causal LM or CrossEncoder)."
+    )
     add_data_arguments(parser)
     parser.add_argument("--cache", help="SQLite score cache (resume + de-duplication).")
     parser.add_argument("--output", help="Write scores as JSON lines here.")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, help="Longest prompt in tokens.")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--max-length", type=positive_int, help="Longest prompt in tokens.")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+
+    from d2llm_st.model_paths import resolve_model_path
+
+    teacher_path = resolve_model_path(args.teacher, "--teacher")
 
     from d2llm_st.data.distillation import KINDS
     from d2llm_st.evaluation import binary_classification
@@ -40,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"cache": cache} if cache else {}
     if args.max_length:
         kwargs["max_length"] = args.max_length
-    teacher = load_teacher(args.teacher, **kwargs)
-    pairs = read_labelled_pairs(args)
+    pairs = read_labelled_pairs(args)  # a broken file is reported before the model loads
+    teacher = load_teacher(teacher_path, **kwargs)
     scores = teacher.score([(p.text_a, p.text_b) for p in pairs], KINDS[args.kind], batch_size=args.batch_size).scores
     if args.output:
         with open(f"{args.output}.tmp", "w", encoding="utf-8") as f:

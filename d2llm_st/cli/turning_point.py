@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from d2llm_st.cli._types import existing_path, non_negative_int, positive_int
 from d2llm_st.model_paths import BUNDLED_SMOLLM2
 
 COMMAND = "turning-point"
@@ -20,17 +21,28 @@ HELP = "Spearman of every LLM layer on an STS set; report the DeeLM turning poin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from d2llm_st.deelm import DEFAULT_PROMPT
-
-    parser.add_argument("--model", help="Causal LM (folder or hub id). Default: the bundled SmolLM2-135M-Instruct.")
-    parser.add_argument("--data", required=True, help="STS file with sentence1, sentence2, score (jsonl[.gz]/csv).")
-    parser.add_argument("--limit", type=int, help="Score a random subset of N pairs (default: all).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the --limit subset.")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="Template with {text} (default: %(default)r).")
-    parser.add_argument("--batch-size", type=int, default=16, help="Pairs per forward pass.")
-    parser.add_argument("--max-seq-length", type=int, default=128, help="Truncate longer prompted texts.")
     parser.add_argument(
-        "--bidirectional-from-layer", type=int, help="Score the model with layers >= K made bidirectional."
+        "--model",
+        default=BUNDLED_SMOLLM2,
+        help="Causal LM: folder, hub id or bundled:smollm2 (default: %(default)s, SmolLM2-135M-Instruct).",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=existing_path,
+        help="STS file with sentence1, sentence2, score (jsonl[.gz]/csv).",
+    )
+    parser.add_argument("--limit", type=positive_int, help="Score a random subset of N pairs (default: all).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the --limit subset.")
+    parser.add_argument(
+        "--prompt", help="Template with {text} (default: DeeLM's summarising prompt, see docs/deelm.md)."
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="Pairs per forward pass.")
+    parser.add_argument("--max-seq-length", type=positive_int, default=128, help="Truncate longer prompted texts.")
+    parser.add_argument(
+        "--bidirectional-from-layer",
+        type=non_negative_int,
+        help="Score the model with layers >= K made bidirectional.",
     )
     parser.add_argument("--device", help="Torch device (default: cuda if available, else cpu).")
     parser.add_argument("--plot", default="turning_point.png", help="PNG to write (default: %(default)s).")
@@ -39,14 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from d2llm_st.deelm import find_turning_point
+    from d2llm_st.errors import UserError
+    from d2llm_st.model_paths import resolve_model_path
+
+    if args.prompt is not None and "{text}" not in args.prompt:
+        raise UserError(f"--prompt must contain {{text}} where the sentence goes, got {args.prompt!r}.")
+    model = resolve_model_path(args.model, "--model")
+
+    from d2llm_st.deelm import DEFAULT_PROMPT, find_turning_point
 
     result = find_turning_point(
-        args.model or BUNDLED_SMOLLM2,
+        model,
         args.data,
         limit=args.limit,
         seed=args.seed,
-        prompt=args.prompt,
+        prompt=args.prompt or DEFAULT_PROMPT,
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
         bidirectional_from_layer=args.bidirectional_from_layer,

@@ -24,6 +24,7 @@ from typing import Any
 
 from d2llm_st.data.mining import mine_negatives
 from d2llm_st.data.readers import read_beir, read_nli, read_sts
+from d2llm_st.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,13 @@ def build_distillation_dataset(
     from datasets import Dataset
 
     if kind not in KINDS:
-        raise ValueError(f"Unknown dataset kind {kind!r}; use one of {sorted(KINDS)}.")
+        raise UserError(f"Unknown dataset kind {kind!r}; use one of {sorted(KINDS)}.")
     if teacher is None:
         raise ValueError("build_distillation_dataset needs a teacher to score the (anchor, candidate) pairs.")
     if num_negatives < 1:
-        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}.")
+        raise UserError(f"num_negatives must be >= 1, got {num_negatives}.")
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be >= 1 (or None for all rows), got {limit}.")
     if kind == "nli":
         groups = _nli_groups(path)
         corpus = list(dict.fromkeys(candidate for _, positive, wrong in groups for candidate in [positive, *wrong]))
@@ -143,8 +146,13 @@ def build_distillation_dataset(
             f"{len(groups) - len(complete)} of {len(groups)} {kind} anchors have fewer than {num_negatives} "
             f"negatives and were left out (raise range_max, or use mining='bm25' / 'bi-encoder')."
         )
+    if not groups:
+        raise UserError(f"{path} has no usable {kind} rows (anchors with a positive).")
     if not complete:
-        raise ValueError(f"No {kind} row in {path} has {num_negatives} negatives.")
+        raise UserError(
+            f"No {kind} row in {path} has {num_negatives} negatives: lower num_negatives, raise range_max, or "
+            "use mining='bm25' / 'bi-encoder'."
+        )
 
     rows = [(groups[i][0], [groups[i][1], *negatives[i]]) for i in complete]
     pairs = [(anchor, candidate) for anchor, candidates in rows for candidate in candidates]

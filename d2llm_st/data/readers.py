@@ -1,7 +1,8 @@
 """Readers for the formats users have: STS / NLI pairs (jsonl, jsonl.gz, csv, HF datasets) and BEIR IR folders.
 
 Every reader returns plain Python rows (dicts), validates the fields it needs, and names the
-missing field and file in its error.
+missing field and file in its error (a :class:`~d2llm_st.errors.UserError`); a line that is not valid JSON is
+named by file and line number.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from d2llm_st.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +46,39 @@ def read_rows(path: Any) -> list[dict]:
     with _open_text(path) as f:
         if name.endswith((".csv", ".tsv")):
             return list(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","))
-        return [json.loads(line) for line in f if line.strip()]
+        return [_json_row(line, path, number) for number, line in enumerate(f, start=1) if line.strip()]
+
+
+def _json_row(line: str, path: str, number: int) -> dict:
+    """One JSON-lines row; a broken or non-object line is a :class:`UserError` naming ``path:number``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno}).") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}.")
+    return row
 
 
 def _require(rows: list[dict], fields: Iterable[str], source: str) -> None:
     for i, row in enumerate(rows):
         missing = [name for name in fields if row.get(name) in (None, "")]
         if missing:
-            raise ValueError(f"{source}: row {i} has no {', '.join(missing)} (fields found: {sorted(row)}).")
+            raise UserError(f"{source}: row {i} has no {', '.join(missing)} (fields found: {sorted(row)}).")
 
 
 def read_sts(path: str, normalize: bool = True) -> list[dict]:
     """STS rows ``{sentence1, sentence2, score}``; with ``normalize`` the score is min-max scaled to [0, 1]."""
     rows = read_rows(path)
+    if not rows:
+        raise UserError(f"{path} has no rows.")
     _require(rows, ("sentence1", "sentence2", "score"), path)
-    scores = [float(row["score"]) for row in rows]
+    scores = []
+    for i, row in enumerate(rows):
+        try:
+            scores.append(float(row["score"]))
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: row {i} has score {row['score']!r}, not a number.") from None
     low, high = min(scores), max(scores)
     return [
         {
@@ -88,7 +109,7 @@ def read_nli(path: Any) -> list[dict]:
             continue
         label = NLI_LABEL_IDS.get(label, label) if isinstance(label, int) else label
         if label not in NLI_LABELS:
-            raise ValueError(
+            raise UserError(
                 f"{source}: row {i} has label {row['label']!r}; expected one of {NLI_LABELS} or their ids 0 / 1 / 2."
             )
         out.append({"premise": row["premise"], "hypothesis": row["hypothesis"], "label": label})
@@ -110,7 +131,11 @@ class BEIRDataset:
 def _read_qrels(path: str) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = {"query-id", "corpus-id", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{path} has no {', '.join(sorted(missing))} column (found: {reader.fieldnames}).")
+        for row in reader:
             qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(float(row["score"]))
     return qrels
 

@@ -27,7 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.data.readers import read_sts
+from d2llm_st.errors import UserError
 from d2llm_st.evaluation.metrics import correlation
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules.backbone import LLMBackbone
 from d2llm_st.runtime import backbone_dtype
 
@@ -208,10 +210,11 @@ def find_turning_point(
     Returns:
         A :class:`LayerwiseSTS` with per-layer Spearman per pooling and the turning points.
     """
+    model_name_or_path = resolve_model_path(model_name_or_path, "model_name_or_path")
     rows = read_sts(data_path)
     if limit is not None:
         if limit < 2:
-            raise ValueError(f"limit must be at least 2 pairs to compute a correlation, got {limit}.")
+            raise UserError(f"limit must be at least 2 pairs to compute a correlation, got {limit}.")
         if limit < len(rows):
             rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

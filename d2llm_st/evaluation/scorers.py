@@ -11,7 +11,6 @@ The first two embed texts on their own (:class:`EmbeddingScorer`), so they can a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -21,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from d2llm_st.errors import UserError
+from d2llm_st.model_folders import check_pair_scorer, inspect_folder, inspect_model
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules.iem import Task, check_task
 
 logger = logging.getLogger(__name__)
@@ -195,37 +197,29 @@ def as_scorer(
     )
 
 
+FOLDER_MODEL_TYPES = {
+    "d2llm": "d2llm",
+    "bi-encoder": "bi-encoder",
+    "cross-encoder": "cross-encoder",
+    "sequence-classification": "cross-encoder",
+    "teacher": "teacher",
+    "adapter": "teacher",
+    "causal-lm": "teacher",
+}
+"""How each kind of folder (:func:`d2llm_st.model_folders.inspect_folder`) is scored by default."""
+
+
 def detect_model_type(path: str) -> str:
     """Guess ``d2llm`` / ``bi-encoder`` / ``cross-encoder`` / ``teacher`` from a saved model folder."""
-    from d2llm_st.teacher.llm_teacher import TEACHER_CONFIG_NAME
-
-    def read_json(name: str) -> Any:
-        with open(os.path.join(path, name), encoding="utf-8") as f:
-            return json.load(f)
-
     if not os.path.isdir(path):
-        raise ValueError(f"Cannot detect the model type of {path!r} (not a local folder): pass --model-type.")
-    if os.path.isfile(os.path.join(path, TEACHER_CONFIG_NAME)) or os.path.isfile(
-        os.path.join(path, "adapter_config.json")
-    ):
-        return "teacher"
-    if os.path.isfile(os.path.join(path, "modules.json")):
-        # An IEM makes a D2LLM student; our LLMBackbone under plain pooling is a bi-encoder (the MNRL baseline).
-        if any(module["type"] == "d2llm_st.modules.iem.IEM" for module in read_json("modules.json")):
-            return "d2llm"
-        st_config = "config_sentence_transformers.json"
-        if os.path.isfile(os.path.join(path, st_config)) and read_json(st_config).get("model_type") == "CrossEncoder":
-            return "cross-encoder"
-        return "bi-encoder"
-    if os.path.isfile(os.path.join(path, "config.json")):
-        architectures = read_json("config.json").get("architectures") or []
-        if any(name.endswith("ForCausalLM") for name in architectures):
-            return "teacher"
-        if any(name.endswith("ForSequenceClassification") for name in architectures):
-            return "cross-encoder"
-    raise ValueError(
-        f"Cannot tell what kind of model {path!r} is; pass --model-type with one of {', '.join(MODEL_TYPES)}."
-    )
+        raise UserError(f"Cannot detect the model type of {path!r} (not a local folder): pass --model-type.")
+    info = inspect_folder(path)
+    if info.kind not in FOLDER_MODEL_TYPES:
+        raise UserError(
+            f"{path} is {info.description}, which none of the scorers fits; pass --model-type with one of "
+            f"{', '.join(MODEL_TYPES)} if it is one of them."
+        )
+    return FOLDER_MODEL_TYPES[info.kind]
 
 
 def load_scorer(
@@ -236,11 +230,12 @@ def load_scorer(
     show_progress_bar: bool | None = None,
 ) -> Scorer:
     """Load a model from a folder (or hub id, with an explicit ``model_type``) as a :class:`Scorer`."""
+    path = resolve_model_path(path, "model")
     if model_type == "auto":
         model_type = detect_model_type(path)
         logger.info(f"{path}: detected model type {model_type!r}")
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"Unknown model type {model_type!r}; use one of auto, {', '.join(MODEL_TYPES)}.")
+        raise UserError(f"Unknown model type {model_type!r}; use one of auto, {', '.join(MODEL_TYPES)}.")
     if model_type == "d2llm":
         from d2llm_st.model import D2LLM
 
@@ -252,6 +247,7 @@ def load_scorer(
     elif model_type == "cross-encoder":
         from sentence_transformers import CrossEncoder
 
+        check_pair_scorer(inspect_model(path), "model")
         model = CrossEncoder(path, device=device)
     else:
         from d2llm_st.teacher import load_teacher

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from d2llm_st.errors import UserError
 from d2llm_st.fingerprint import weights_fingerprint
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.runtime import backbone_dtype
@@ -36,15 +37,15 @@ ADAPTER_DIR = "adapter"
 
 
 def check_decoder_llm(config: PretrainedConfig, name: str) -> None:
-    """Raise a ``ValueError`` unless ``config`` describes a decoder-only causal LM."""
+    """Raise a :class:`~d2llm_st.errors.UserError` (a ``ValueError``) unless ``config`` is a decoder-only causal LM."""
     model_type = getattr(config, "model_type", None)
     if getattr(config, "is_encoder_decoder", False):
-        raise ValueError(
+        raise UserError(
             f"{name!r} is an encoder-decoder model ({model_type}); D2LLM needs a decoder-only causal LM "
             "such as Llama, Qwen2/Qwen3, Mistral, SmolLM or GPT-2."
         )
     if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ValueError(
+        raise UserError(
             f"{name!r} has model_type {model_type!r}, which is not a decoder-only causal LM; D2LLM needs a "
             "GPT-style LLM (Llama, Qwen2/Qwen3, Mistral, SmolLM, GPT-2, ...). For BERT-style encoders use a "
             "plain sentence-transformers model."
@@ -52,15 +53,24 @@ def check_decoder_llm(config: PretrainedConfig, name: str) -> None:
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """Validate a list of input texts, naming the first offending item."""
+    """Validate a list of input texts, naming the argument and the first offending item.
+
+    Raises:
+        TypeError: ``texts`` is a single string, not a list (or other iterable) of strings, or an item is no string.
+        ValueError: the list is empty, or an item is empty or only whitespace (it would embed to nothing).
+    """
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [{name}].")
+    if texts is None or isinstance(texts, bytes) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}.")
     texts = list(texts)
     if not texts:
         raise ValueError(f"{name} is empty: pass at least one text.")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str: every item must be a text string.")
+        if not text.strip():
+            raise ValueError(f"{name}[{i}] is an empty text ({text!r}): every item must have some text to embed.")
     return texts
 
 
@@ -166,7 +176,6 @@ class LLMBackbone(InputModule):
             from d2llm_st.modules.bidirectional import enable_bidirectional
 
             enable_bidirectional(self.auto_model, bidirectional_from_layer)
-        self._warned_truncation = False
         self._loaded_fingerprint = self.base_fingerprint()
 
     def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
@@ -218,7 +227,7 @@ class LLMBackbone(InputModule):
     def preprocess(
         self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any
     ) -> dict[str, torch.Tensor | Any]:
-        """Tokenize texts (with an optional prompt prefix), pad, and warn once if any text is truncated."""
+        """Tokenize texts (with an optional prompt prefix) and pad; warn, with a count, whenever texts are truncated."""
         texts = check_texts(inputs)
         if prompt:
             texts = self._prepend_prompt(texts, prompt)
@@ -226,15 +235,14 @@ class LLMBackbone(InputModule):
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", return_length=False
         )
-        if not self._warned_truncation and encoded["input_ids"].shape[1] == max_length:
+        if encoded["input_ids"].shape[1] == max_length:  # only then can a text have been cut
             lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
             n_long = sum(length > max_length for length in lengths)
             if n_long:
                 logger.warning(
-                    f"{n_long} text(s) are longer than max_seq_length={max_length} tokens and were truncated; "
-                    "raise max_seq_length to keep them whole."
+                    f"{n_long} of {len(texts)} text(s) are longer than max_seq_length={max_length} tokens and were "
+                    "truncated; raise max_seq_length to keep them whole."
                 )
-                self._warned_truncation = True
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -319,19 +327,19 @@ class LLMBackbone(InputModule):
         local_dir = cls.load_dir_path(model_name_or_path, subfolder=subfolder, **hub_kwargs)
         config_path = os.path.join(local_dir, cls.config_file_name)
         if not os.path.isfile(config_path):
-            raise ValueError(f"{model_name_or_path!r} has no {cls.config_file_name}: it is not a saved D2LLM backbone.")
+            raise UserError(f"{model_name_or_path!r} has no {cls.config_file_name}: it is not a saved D2LLM backbone.")
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
         base_model = config.pop("base_model_name_or_path", None)
         has_weights = os.path.isfile(os.path.join(local_dir, "config.json"))
         if not has_weights and base_model is None:
-            raise ValueError(
+            raise UserError(
                 f"{local_dir} has neither the base LLM's weights (config.json + safetensors) nor a "
                 f"base_model_name_or_path in {cls.config_file_name}: the folder is incomplete; save the model again."
             )
         adapter_path = os.path.join(local_dir, ADAPTER_DIR)
         if config.get("lora_r") is not None and not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
-            raise ValueError(
+            raise UserError(
                 f"{local_dir} was saved with LoRA (lora_r={config['lora_r']}) but its adapter is missing "
                 f"({os.path.join(local_dir, ADAPTER_DIR)}/adapter_config.json): without it the model would load "
                 "with a fresh, untrained LoRA. Restore the adapter folder or save the model again."

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2llm_st.modules.base import ConfiguredModule
+from d2llm_st.modules.base import ConfiguredModule, check_count, check_number
 
 TASKS = ("symmetric", "asymmetric")
 Task = Literal["symmetric", "asymmetric"]
@@ -83,6 +83,10 @@ class IEM(ConfiguredModule):
         default_task: Task = "asymmetric",
     ) -> None:
         super().__init__()
+        check_count("embedding_dim", embedding_dim)
+        check_count("hidden_dim", hidden_dim)  # 0 would score every pair 0.5
+        check_number("dropout", dropout, low=0, high=1)
+        check_number("cosine_scale", cosine_scale)
         self.default_task = check_task(default_task)
         self.embedding_dim = embedding_dim
         self.hidden_dim = hidden_dim

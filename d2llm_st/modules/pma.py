@@ -14,7 +14,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from d2llm_st.modules.base import ConfiguredModule
+from d2llm_st.errors import UserError
+from d2llm_st.modules.base import ConfiguredModule, check_count
+
+ATTENTION_SCALES = ("head_dim", "model_dim")
 
 
 class PMAPooling(ConfiguredModule):
@@ -43,10 +46,14 @@ class PMAPooling(ConfiguredModule):
         attention_scale: Literal["head_dim", "model_dim"] = "head_dim",
     ) -> None:
         super().__init__()
+        check_count("embedding_dim", embedding_dim)
+        check_count("num_heads", num_heads)
+        check_count("num_seeds", num_seeds)
+        check_count("output_dim", output_dim, optional=True)
         if embedding_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide embedding_dim={embedding_dim}.")
-        if attention_scale not in ("head_dim", "model_dim"):
-            raise ValueError(f"attention_scale must be 'head_dim' or 'model_dim', got {attention_scale!r}.")
+            raise UserError(f"num_heads={num_heads} must divide embedding_dim={embedding_dim}.")
+        if attention_scale not in ATTENTION_SCALES:
+            raise UserError(f"attention_scale must be 'head_dim' or 'model_dim', got {attention_scale!r}.")
         self.embedding_dim = embedding_dim
         self.num_heads = num_heads
         self.num_seeds = num_seeds

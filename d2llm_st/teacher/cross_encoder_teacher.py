@@ -16,7 +16,10 @@ import torch
 from sentence_transformers import CrossEncoder
 from sentence_transformers.util import batch_to_device
 
+from d2llm_st.errors import UserError
 from d2llm_st.fingerprint import weights_fingerprint
+from d2llm_st.model_folders import check_pair_scorer, inspect_model
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.teacher.base import BatchResult, Teacher, length_sorted_batches
 from d2llm_st.teacher.cache import ScoreCache
 
@@ -46,19 +49,23 @@ class CrossEncoderTeacher(Teacher):
         identity: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.model = model if isinstance(model, CrossEncoder) else CrossEncoder(model, **kwargs)
+        if not isinstance(model, CrossEncoder):
+            model = resolve_model_path(model, "teacher")
+            check_pair_scorer(inspect_model(model), "teacher")  # else its scoring head would be random
+            model = CrossEncoder(model, **kwargs)
+        self.model = model
         self.tokenizer = self.model.tokenizer
         if self.tokenizer.pad_token is None:
             # Causal LMs ship without a pad token; padded positions are masked out anyway.
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         num_labels = self.model.num_labels
         if num_labels > 1 and positive_label is None:
-            raise ValueError(
+            raise UserError(
                 f"This CrossEncoder has {num_labels} labels; pass positive_label=<index of the label that means "
                 "yes / relevant / entailment> (see model.config.id2label)."
             )
         if num_labels == 1 and positive_label is not None:
-            raise ValueError("positive_label is only for multi-label CrossEncoders; this one has a single logit.")
+            raise UserError("positive_label is only for multi-label CrossEncoders; this one has a single logit.")
         self.positive_label = positive_label
         name = self.model.model.config.name_or_path or type(self.model.model).__name__
         self.identity = identity or (

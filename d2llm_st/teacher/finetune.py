@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.data.pairs import LabelledPair
+from d2llm_st.errors import UserError
 from d2llm_st.runtime import cpu_dtype
 from d2llm_st.teacher.llm_teacher import TEACHER_CONFIG_NAME, EncodedPair, LLMTeacher
 from d2llm_st.teacher.templates import PromptTemplate
@@ -144,7 +145,7 @@ def finetune_teacher(
 
     config = config or TeacherTrainingConfig()
     if not pairs:
-        raise ValueError("pairs is empty: pass at least one LabelledPair to fine-tune the teacher on.")
+        raise UserError("pairs is empty: pass at least one LabelledPair to fine-tune the teacher on.")
     if show_progress_bar is None:
         show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
     torch.manual_seed(config.seed)
@@ -196,7 +197,7 @@ def finetune_teacher(
         with open(os.path.join(found, "state.json")) as f:
             saved = json.load(f)
         if {key: saved.get(key) for key in run_state} != run_state:
-            raise ValueError(
+            raise UserError(
                 f"{found} holds a training run with another model, data or config; use a new output_dir or delete "
                 "that checkpoint folder to start over."
             )

@@ -18,6 +18,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from d2llm_st.fingerprint import weights_fingerprint
+from d2llm_st.model_folders import TEACHER_CONFIG_NAME
+from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules.backbone import check_decoder_llm
 from d2llm_st.modules.iem import check_task
 from d2llm_st.runtime import cpu_dtype
@@ -26,8 +28,6 @@ from d2llm_st.teacher.cache import ScoreCache
 from d2llm_st.teacher.templates import DEFAULT_TEMPLATES, PromptRenderer, PromptTemplate, resolve_answer_token_ids
 
 logger = logging.getLogger(__name__)
-
-TEACHER_CONFIG_NAME = "d2llm_teacher.json"
 
 
 @dataclass
@@ -114,6 +114,7 @@ class LLMTeacher(Teacher):
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        model_name_or_path = resolve_model_path(model_name_or_path, "model_name_or_path")
         saved = self._read_saved_config(model_name_or_path)
         base_path = model_name_or_path
         adapter_config = os.path.join(model_name_or_path, "adapter_config.json")

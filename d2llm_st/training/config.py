@@ -2,25 +2,49 @@
 
 One :class:`DistillConfig` holds everything a run needs (student, teacher, training data, loss weights,
 false-negative filter, trainer settings, evaluation sets), so a run is reproduced from its saved
-``distill_config.yaml`` alone. Unknown keys are errors that name the section and the valid keys.
+``distill_config.yaml`` alone. Unknown keys are errors that name the section and the valid keys; every value is
+coerced to its field's declared type (YAML reads ``1e-3`` as a string, ``--set`` values too) or rejected with the
+key's full name, and :meth:`DistillConfig.validate` range-checks counts, steps, rates and sizes, so a mistake is
+reported before any data is built or model loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from d2llm_st.model_paths import BUNDLED_SMOLLM2
+from d2llm_st.errors import UserError
+from d2llm_st.model_paths import BUNDLED_SMOLLM2, resolve_model_path
 
 MODES = ("distill", "baseline", "untrained")
+BASELINE_NEEDS_LORA = (
+    "mode='baseline' needs student.lora_r: mean pooling has no weights, so with a frozen backbone nothing would "
+    "train. Set student.lora_r (the distilled student should use the same)."
+)
+TEACHER_HINT = (
+    "Fine-tune a teacher with `d2llm teacher-train ... --output DIR` and set teacher.model to DIR, or use "
+    "teacher.model=bundled:smollm2 for the zero-shot SmolLM2 teacher."
+)
 DATASET_TYPES = {"sts": "symmetric", "nli": "symmetric", "beir": "asymmetric"}
 EVAL_TYPES = ("sts", "nli", "answer_selection")
+TEACHER_KINDS = ("auto", "llm", "cross-encoder")
+BATCH_SAMPLERS = ("proportional", "round_robin")
+RULES = {
+    "count": (lambda value: value >= 1, ">= 1"),
+    "positive": (lambda value: value > 0, "> 0"),
+    "non_negative": (lambda value: value >= 0, ">= 0"),
+    "fraction": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "probability": (lambda value: 0 <= value <= 1, "in [0, 1]"),
+}
+"""The ranges :meth:`DistillConfig.validate` checks: name -> (test, how to say it)."""
 
 
 @dataclass
@@ -176,32 +200,122 @@ class DistillConfig:
     mode: str = "distill"
 
     def __post_init__(self) -> None:
+        _coerce_fields(self, "")
         self.validate()
 
     def validate(self) -> None:
+        """Check choices and ranges (``__post_init__`` has coerced the types first); raise a
+        :class:`~d2llm_st.errors.UserError` naming the key."""
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+            raise UserError(f"mode must be one of {MODES}, got {self.mode!r}.")
         names = [dataset.name for dataset in self.datasets]
         for i, dataset in enumerate(self.datasets):
             if dataset.type not in DATASET_TYPES:
-                raise ValueError(f"datasets[{i}].type must be one of {sorted(DATASET_TYPES)}, got {dataset.type!r}.")
+                raise UserError(f"datasets[{i}].type must be one of {sorted(DATASET_TYPES)}, got {dataset.type!r}.")
             if not dataset.name or not dataset.path:
-                raise ValueError(f"datasets[{i}] needs a name and a path.")
-            if dataset.num_negatives < 1:
-                raise ValueError(f"datasets[{i}].num_negatives must be >= 1, got {dataset.num_negatives}.")
+                raise UserError(f"datasets[{i}] needs a name and a path.")
         if len(set(names)) != len(names):
-            raise ValueError(f"Dataset names must be unique, got {names}.")
+            raise UserError(f"Dataset names must be unique, got {names}.")
         for i, eval_set in enumerate(self.evaluation.sets):
             if eval_set.type not in EVAL_TYPES:
-                raise ValueError(f"evaluation.sets[{i}].type must be one of {EVAL_TYPES}, got {eval_set.type!r}.")
-        if not 0 <= self.training.warmup_ratio < 1:
-            raise ValueError(
-                f"training.warmup_ratio is a fraction of the steps in [0, 1), got {self.training.warmup_ratio}."
-            )
+                raise UserError(f"evaluation.sets[{i}].type must be one of {EVAL_TYPES}, got {eval_set.type!r}.")
+            if not eval_set.name or not eval_set.path:
+                raise UserError(f"evaluation.sets[{i}] needs a name and a path.")
+        if self.teacher.kind not in TEACHER_KINDS:
+            raise UserError(f"teacher.kind must be one of {TEACHER_KINDS}, got {self.teacher.kind!r}.")
+        scale = self.student.pma_attention_scale
+        if scale not in ("head_dim", "model_dim"):
+            raise UserError(f"student.pma_attention_scale must be 'head_dim' or 'model_dim', got {scale!r}.")
         if self.false_negatives.mode not in ("drop", "to_positive"):
-            raise ValueError(
-                f"false_negatives.mode must be 'drop' or 'to_positive', got {self.false_negatives.mode!r}."
+            raise UserError(f"false_negatives.mode must be 'drop' or 'to_positive', got {self.false_negatives.mode!r}.")
+        if self.training.multi_dataset_batch_sampler not in BATCH_SAMPLERS:
+            raise UserError(
+                f"training.multi_dataset_batch_sampler must be one of {BATCH_SAMPLERS}, "
+                f"got {self.training.multi_dataset_batch_sampler!r}."
             )
+        if self.mode == "baseline" and self.student.lora_r is None:
+            raise UserError(BASELINE_NEEDS_LORA)
+        if self.training.max_steps != -1 and self.training.max_steps < 1:
+            raise UserError(
+                f"training.max_steps must be -1 (train for num_train_epochs) or >= 1, got {self.training.max_steps}."
+            )
+        for key, value, rule in self._ranges():
+            holds, text = RULES[rule]
+            if value is not None and not holds(value):
+                raise UserError(f"{key} must be {text}, got {value}.")
+
+    def check_inputs(self, build_data: bool = True, load_teacher: bool = True) -> None:
+        """Fail before any loading when a data path does not exist or a model name does not resolve.
+
+        Args:
+            build_data: The training sets will be built from ``datasets`` (not given ready-made).
+            load_teacher: The teacher will be loaded from ``teacher.model`` (not given loaded).
+
+        Raises:
+            FileNotFoundError: naming the key of a missing data path.
+            UserError: a model name that is neither a folder here nor a reachable hub id (see
+                :func:`~d2llm_st.model_paths.resolve_model_path`).
+        """
+        keyed = [(f"evaluation.sets[{i}].path", s.path) for i, s in enumerate(self.evaluation.sets)]
+        if build_data and self.mode != "untrained":
+            keyed = [(f"datasets[{i}].path", d.path) for i, d in enumerate(self.datasets)] + keyed
+        for key, path in keyed:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{key}: no such file or folder: {path}")
+        resolve_model_path(self.student.model, "student.model")
+        word_level = self.mode == "distill" and self.loss.word_level_weight > 0
+        if load_teacher and self.mode != "untrained" and (build_data or word_level):
+            try:
+                resolve_model_path(self.teacher.model, "teacher.model")
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"{error} {TEACHER_HINT}") from error
+            except UserError as error:
+                raise UserError(f"{error} {TEACHER_HINT}") from error
+
+    def _ranges(self) -> list[tuple[str, float | None, str]]:
+        """``(key, value, rule name in RULES)`` for every bounded number; ``None`` (not set) is always allowed."""
+        student, teacher, loss, training = self.student, self.teacher, self.loss, self.training
+        ranges = [
+            ("student.lora_r", student.lora_r, "count"),
+            ("student.lora_alpha", student.lora_alpha, "positive"),
+            ("student.lora_dropout", student.lora_dropout, "fraction"),
+            ("student.pma_heads", student.pma_heads, "count"),
+            ("student.pma_seeds", student.pma_seeds, "count"),
+            ("student.iem_hidden_dim", student.iem_hidden_dim, "count"),
+            ("student.iem_dropout", student.iem_dropout, "fraction"),
+            ("student.max_seq_length", student.max_seq_length, "count"),
+            ("student.bidirectional_from_layer", student.bidirectional_from_layer, "non_negative"),
+            ("teacher.max_length", teacher.max_length, "count"),
+            ("teacher.batch_size", teacher.batch_size, "count"),
+            ("loss.alpha", loss.alpha, "non_negative"),
+            ("loss.beta", loss.beta, "non_negative"),
+            ("loss.gamma", loss.gamma, "non_negative"),
+            ("loss.eta", loss.eta, "non_negative"),
+            ("loss.temperature", loss.temperature, "positive"),
+            ("loss.in_batch_temperature", loss.in_batch_temperature, "positive"),
+            ("loss.easy_negative_score", loss.easy_negative_score, "probability"),
+            ("loss.word_level_weight", loss.word_level_weight, "non_negative"),
+            ("loss.word_level_temperature", loss.word_level_temperature, "positive"),
+            ("loss.baseline_scale", loss.baseline_scale, "positive"),
+            ("false_negatives.update_every_steps", self.false_negatives.update_every_steps, "count"),
+            ("training.num_train_epochs", training.num_train_epochs, "positive"),
+            ("training.batch_size", training.batch_size, "count"),
+            ("training.learning_rate", training.learning_rate, "positive"),
+            ("training.warmup_ratio", training.warmup_ratio, "fraction"),
+            ("training.weight_decay", training.weight_decay, "non_negative"),
+            ("training.max_grad_norm", training.max_grad_norm, "non_negative"),
+            ("training.save_steps", training.save_steps, "count"),
+            ("training.save_total_limit", training.save_total_limit, "count"),
+            ("training.logging_steps", training.logging_steps, "count"),
+            ("evaluation.batch_size", self.evaluation.batch_size, "count"),
+        ]
+        for i, dataset in enumerate(self.datasets):
+            ranges += [(f"datasets[{i}].limit", dataset.limit, "count")]
+            ranges += [(f"datasets[{i}].num_negatives", dataset.num_negatives, "count")]
+        ranges += [
+            (f"evaluation.sets[{i}].limit", eval_set.limit, "count") for i, eval_set in enumerate(self.evaluation.sets)
+        ]
+        return ranges
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,9 +342,16 @@ class DistillConfig:
 
     @classmethod
     def load(cls, path: str) -> DistillConfig:
-        """Read a YAML or JSON file (JSON is valid YAML)."""
+        """Read a YAML or JSON file (JSON is valid YAML); a syntax error names the file and line."""
         with open(path, encoding="utf-8") as f:
-            return cls.from_yaml(f.read())
+            text = f.read()
+        try:
+            return cls.from_yaml(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            problem = getattr(error, "problem", None) or str(error)
+            raise UserError(f"{where}: not valid YAML ({problem}).") from error
 
     def with_overrides(self, overrides: list[str]) -> DistillConfig:
         """A copy with ``section.key=value`` overrides applied (values parsed as YAML), e.g. ``loss.alpha=0``.
@@ -241,26 +362,32 @@ class DistillConfig:
         for override in overrides:
             key, sep, value = override.partition("=")
             if not sep:
-                raise ValueError(f"Override {override!r} is not of the form section.key=value.")
+                raise UserError(f"Override {override!r} is not of the form section.key=value.")
             target, parts = data, key.split(".")
             for part in parts[:-1]:
                 target = _child(target, part, key)
             if isinstance(target, dict) and parts[-1] not in target:
-                raise ValueError(f"Override {override!r}: no key {parts[-1]!r} (valid: {sorted(target)}).")
-            target[parts[-1]] = yaml.safe_load(value)
+                raise UserError(f"Override {override!r}: no key {parts[-1]!r} (valid: {sorted(target)}).")
+            try:
+                target[parts[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError as error:
+                raise UserError(f"Override {override!r}: the value is not valid YAML ({error}).") from error
         return type(self).from_dict(data)
 
 
 def _child(node: Any, part: str, key: str) -> Any:
     if isinstance(node, list):
         if part.isdigit():
+            if int(part) >= len(node):
+                raise UserError(f"Override {key!r}: no list item {part} (there are {len(node)}).")
             return node[int(part)]
         for item in node:
             if isinstance(item, dict) and item.get("name") == part:
                 return item
-        raise ValueError(f"Override {key!r}: no list item named {part!r}.")
-    if part not in node:
-        raise ValueError(f"Override {key!r}: no section {part!r} (valid: {sorted(node)}).")
+        raise UserError(f"Override {key!r}: no list item named {part!r}.")
+    if not isinstance(node, dict) or part not in node:
+        valid = sorted(node) if isinstance(node, dict) else []
+        raise UserError(f"Override {key!r}: no section {part!r} (valid: {valid}).")
     return node[part]
 
 
@@ -269,19 +396,100 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise TypeError(f"{where} must be a mapping, got {type(data).__name__}.")
+        raise UserError(f"{where} must be a mapping of keys to values, got {data!r}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(f"Unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(fields)}.")
+        raise UserError(f"Unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(fields)}.")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             value = _build(hint, value or {}, f"{where}.{name}")
         elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            if not isinstance(value or [], list):
+                raise UserError(f"{where}.{name} must be a list, got {value!r}.")
             item_cls = typing.get_args(hint)[0]
             value = [_build(item_cls, item, f"{where}.{name}[{i}]") for i, item in enumerate(value or [])]
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _coerce_fields(section: Any, prefix: str) -> None:
+    """Coerce every field of ``section`` (and of its sub-sections) to its declared type, in place."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        key, value, hint = f"{prefix}{f.name}", getattr(section, f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            _coerce_fields(value, f"{key}.")
+        elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            for i, item in enumerate(value):
+                _coerce_fields(item, f"{key}[{i}].")
+        else:
+            setattr(section, f.name, _coerce(value, hint, key))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as type ``hint`` (``int``, ``float``, ``bool``, ``str``, ``dict``, ``list[...]``, unions with
+    ``None``); numbers written as strings (YAML reads ``1e-3`` as one) are parsed. Raises a :class:`UserError`
+    naming ``key`` otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        for option in options:
+            try:
+                return _coerce(value, option, key)
+            except UserError:
+                continue
+        expected = " or ".join(_describe(option) for option in options)
+        raise UserError(f"{key}: expected {expected}{' or null' if type(None) in args else ''}, got {value!r}.")
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected {_describe(hint)}, got {value!r}.")
+        return [_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping, got {value!r}.")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        number = _number(value)
+        if number is not None and float(number).is_integer():
+            return int(number)
+    elif hint is float:
+        number = _number(value)
+        if number is not None:
+            return float(number)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"No coercion to {hint!r} for {key} (a config field of an unsupported type).")
+    raise UserError(f"{key}: expected {_describe(hint)}, got {value!r}.")
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite number from an int, float or numeric string; ``None`` for anything else (``True`` included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    return None
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))

@@ -6,11 +6,15 @@
    teacher's scores (and features), cached on disk by the teacher's score cache;
 2. build the student and one :class:`~d2llm_st.losses.D2LLMDistillLoss` per dataset (each dataset is one
    task, so each batch uses one IEM branch), and train them together with ``SentenceTransformerTrainer``
-   (multi-dataset batch sampler), resuming from the newest checkpoint in the output folder if there is one;
+   (multi-dataset batch sampler), resuming from the newest checkpoint in the output folder if there is one
+   (a checkpoint at the last step is loaded, not trained further);
 3. evaluate on the configured sets (IEM scores) and save the model with its card and a ``results.json``.
 
 ``mode="baseline"`` trains the same backbone with mean pooling and ``MultipleNegativesRankingLoss`` on
 the same rows for the same steps (cosine scores); ``mode="untrained"`` only evaluates the fresh student.
+
+Before anything is built, :func:`~d2llm_st.training.runs.check_output_dir` decides what a previous run in the
+output folder means: the same config resumes it (or reports it finished), another config is refused.
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ import torch
 import transformers
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import BatchSamplers
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 
+from d2llm_st.errors import UserError
 from d2llm_st.losses import D2LLMDistillLoss
 from d2llm_st.model import D2LLM, PROMPT_NAMES
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import LLMBackbone
 from d2llm_st.training.callbacks import FalseNegativeFilterCallback
 from d2llm_st.training.collator import D2LLMDataCollator
-from d2llm_st.training.config import DatasetConfig, DistillConfig, StudentConfig
+from d2llm_st.training.config import BASELINE_NEEDS_LORA, TEACHER_HINT, DatasetConfig, DistillConfig, StudentConfig
 from d2llm_st.training.evaluation import build_evaluator, evaluate
 from d2llm_st.training.model_card import DistillationCardData, add_card_section
+from d2llm_st.training.runs import CONFIG_NAME, MODEL_DIR, RESULTS_NAME, check_output_dir
 from d2llm_st.training.trainer import D2LLMTrainer
 
 if TYPE_CHECKING:
@@ -45,20 +53,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "distill_config.yaml"
-RESULTS_NAME = "results.json"
-MODEL_DIR = "model"
-
 
 @dataclass
 class DistillResult:
-    """What a run produced: the saved model folder (``None`` for ``untrained``), the scores and the step count."""
+    """What a run produced: the saved model folder (``None`` for ``untrained``), the scores and the step count.
+
+    ``already_finished`` marks a run that had finished in its output folder before: read back, not re-run.
+    """
 
     output_dir: str
     model_dir: str | None
     scores: dict[str, dict[str, float]]
     steps: int
     train_metrics: dict[str, float] = field(default_factory=dict)
+    already_finished: bool = False
 
 
 def _model_kwargs(config: StudentConfig) -> dict[str, Any] | None:
@@ -94,10 +102,7 @@ def build_baseline(config: StudentConfig) -> SentenceTransformer:
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     if config.lora_r is None:
-        raise ValueError(
-            "mode='baseline' needs student.lora_r: mean pooling has no weights, so with a frozen backbone "
-            "nothing would train. Set student.lora_r (the distilled student should use the same)."
-        )
+        raise UserError(BASELINE_NEEDS_LORA)
     backbone = LLMBackbone(
         config.model,
         max_seq_length=config.max_seq_length,
@@ -155,11 +160,9 @@ def load_teacher_from_config(config: DistillConfig):
         return load_teacher(
             resolve_model_path(teacher_config.model, "teacher.model"), kind=teacher_config.kind, **kwargs
         )
-    except OSError as error:
-        raise OSError(
-            f"Could not load the teacher teacher.model={teacher_config.model!r}: {error}\nFine-tune one with "
-            "`d2llm teacher-train ... --output DIR` and set teacher.model to DIR, or use "
-            "teacher.model=bundled:smollm2 for the zero-shot SmolLM2 teacher."
+    except (UserError, OSError) as error:  # a wrong name or folder; transformers says so with an OSError
+        raise UserError(
+            f"Could not load the teacher teacher.model={teacher_config.model!r}: {error} {TEACHER_HINT}"
         ) from error
 
 
@@ -285,6 +288,7 @@ def distill(
     train_datasets: dict[str, Dataset] | None = None,
     teacher: Teacher | None = None,
     resume: bool = True,
+    overwrite: bool = False,
 ) -> DistillResult:
     """Run one distillation (or baseline / untrained evaluation) as configured; see the module docstring.
 
@@ -295,9 +299,27 @@ def distill(
             ``config.datasets`` (which gives each set's task).
         teacher: A loaded teacher instead of ``config.teacher`` (used to build the data and for word-level
             distillation).
-        resume: Continue from the newest checkpoint in ``training.output_dir`` if there is one.
+        resume: Continue this run from the newest checkpoint in ``training.output_dir`` (or read it back when it
+            finished); ``False`` refuses a folder that already holds a run.
+        overwrite: Delete a previous run in ``training.output_dir`` first (its teacher score cache is kept).
+
+    Raises:
+        UserError: the output folder holds a run with another config (or any run, with ``resume=False``); see
+            :func:`~d2llm_st.training.runs.check_output_dir`.
     """
     output_dir = config.training.output_dir
+    finished = check_output_dir(config, resume=resume, overwrite=overwrite)
+    if finished is not None:
+        logger.info(f"{output_dir} already holds this run, finished: nothing to train (--overwrite trains it again)")
+        return DistillResult(
+            output_dir,
+            finished["model_dir"],
+            finished["scores"],
+            finished["steps"],
+            finished.get("train_metrics", {}),
+            already_finished=True,
+        )
+    config.check_inputs(build_data=train_datasets is None, load_teacher=teacher is None)
     os.makedirs(output_dir, exist_ok=True)
     config.save(os.path.join(output_dir, CONFIG_NAME))
     transformers.set_seed(config.training.seed)
@@ -308,7 +330,7 @@ def distill(
         scores = evaluate(model, evaluators)
         return _finish(config, DistillResult(output_dir, None, scores, steps=0))
     if not config.datasets:
-        raise ValueError("The config lists no training datasets; add at least one under 'datasets'.")
+        raise UserError("The config lists no training datasets; add at least one under 'datasets'.")
 
     distilling = config.mode == "distill"
     word_level = distilling and config.loss.word_level_weight > 0
@@ -348,12 +370,7 @@ def distill(
         ),
         callbacks=callbacks,
     )
-    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
-    if checkpoint:
-        logger.info(f"Resuming from {checkpoint}")
-        for callback in callbacks:
-            callback.load_state(checkpoint)
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    steps, train_metrics = _train(trainer, output_dir, callbacks)
 
     scores = evaluate(model, evaluators)
     model_dir = os.path.join(output_dir, MODEL_DIR)
@@ -363,12 +380,34 @@ def distill(
         teacher_identity=teacher_identity if distilling else None,
         dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
         scores=scores,
-        steps=train_output.global_step,
+        steps=steps,
         filter_history=callbacks[0].history if callbacks else {},
     )
     add_card_section(model_dir, card.to_markdown())
-    result = DistillResult(output_dir, model_dir, scores, train_output.global_step, dict(train_output.metrics))
-    return _finish(config, result)
+    return _finish(config, DistillResult(output_dir, model_dir, scores, steps, train_metrics))
+
+
+def _train(
+    trainer: D2LLMTrainer, output_dir: str, callbacks: list[FalseNegativeFilterCallback]
+) -> tuple[int, dict[str, float]]:
+    """Train, resuming from the newest checkpoint; ``(steps, train metrics)``.
+
+    A checkpoint already at the run's last step (a kill during the final evaluation or save) is loaded, not
+    resumed: the Trainer would run one more optimizer step before checking ``max_steps`` (it skips whole
+    epochs on resume, but checks the step budget only after each step).
+    """
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if checkpoint:
+        for callback in callbacks:
+            callback.load_state(checkpoint)
+        state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        if 0 < state.max_steps <= state.global_step:
+            logger.info(f"{checkpoint} is at the last step ({state.global_step}): loading it, not training further")
+            trainer._load_from_checkpoint(checkpoint)  # the Trainer's own loader for its checkpoints
+            return state.global_step, {}
+        logger.info(f"Resuming from {checkpoint}")
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    return train_output.global_step, dict(train_output.metrics)
 
 
 def _finish(config: DistillConfig, result: DistillResult) -> DistillResult:
