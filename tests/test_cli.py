@@ -168,3 +168,28 @@ def test_bundled_smollm2_works_as_a_teacher_in_the_commands(smollm2, tmp_path):
     args = ["--model", "bundled:smollm2", "--task", "nli", "--data", str(data), "--split", "x"]
     evaluated = cli("eval", *args, timeout=300)
     assert evaluated.returncode == 0 and "(teacher, teacher P(yes))" in evaluated.stdout, evaluated.stderr[-2000:]
+
+
+def test_teacher_train_data_can_be_balanced_and_limited_per_set(shared_data):
+    from d2llm_st.cli._data_args import read_labelled_pairs
+
+    wikiqa, stsb = os.path.join(shared_data, "ir", "wikiqa"), os.path.join(shared_data, "sts", "stsb", "dev.jsonl.gz")
+    parser = build_parser()
+    args = parser.parse_args(
+        ["teacher-train", "--model", "m", "--output", "o", "--kind", "beir", "--data", wikiqa, "--kind", "sts"]
+        + ["--data", stsb, "--limit", "40", "--limit", "25"]
+    )
+    plain = read_labelled_pairs(args)
+    assert len(plain) == 65
+    wiki_plain = [pair for pair in plain if pair.task == "asymmetric"]
+    assert sum(pair.label == 1.0 for pair in wiki_plain) < 20  # about one right answer in eight candidates
+
+    args.balance = True
+    balanced = read_labelled_pairs(args)
+    wiki = [pair for pair in balanced if pair.task == "asymmetric"]
+    assert sum(pair.label == 1.0 for pair in wiki) == sum(pair.label == 0.0 for pair in wiki) == 20
+    assert read_labelled_pairs(args) == balanced  # seeded
+
+    args.limit = [40, 25, 10]
+    with pytest.raises(UserError, match="once per --data"):
+        read_labelled_pairs(args)
