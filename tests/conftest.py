@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -125,3 +126,11 @@ def shared_data() -> str:
     if not os.path.isdir(path):
         pytest.fail(f"Real data not found at {path}; set D2LLM_SHARED_DATA to the shared/data folder.")
     return path
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of a CLI's stderr that are not log records (the CLI logs its CPU setup at INFO on start)."""
+    return [line for line in stderr.splitlines() if not LOG_LINE.match(line)]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import error_lines
 
 from d2llm_st.cli import build_parser, main
 from d2llm_st.errors import UserError
@@ -34,8 +35,9 @@ def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPro
 
 def assert_one_line_error(result: subprocess.CompletedProcess, command: str, *fragments: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr[-2000:]
-    assert result.stderr.startswith(f"d2llm {command}: error: "), result.stderr
+    lines = error_lines(result.stderr)
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"d2llm {command}: error: "), result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
 

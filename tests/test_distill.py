@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import error_lines
 from datasets import Dataset
 
 from d2llm_st.training import (
@@ -605,8 +606,9 @@ def test_cli_refuses_another_config_in_a_finished_folder_and_reports_the_same_on
 
     refused = run_cli("distill", path, "--set", "loss.alpha=0")
     assert refused.returncode == 2 and refused.stdout == "", refused.stderr
-    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
-    assert refused.stderr.startswith("d2llm distill: error: ") and "loss.alpha (1.0 -> 0.0)" in refused.stderr
+    lines = error_lines(refused.stderr)
+    assert len(lines) == 1 and "Traceback" not in refused.stderr
+    assert lines[0].startswith("d2llm distill: error: ") and "loss.alpha (1.0 -> 0.0)" in refused.stderr
     assert "--overwrite" in refused.stderr
 
     no_resume = run_cli("distill", path, "--no-resume")

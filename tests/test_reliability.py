@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import error_lines
 
 from d2llm_st.errors import UserError
 from d2llm_st.model_paths import resolve_model_path
@@ -79,7 +80,7 @@ def test_a_mistyped_teacher_path_is_one_line_in_the_cli_offline(tmp_path):
         cwd=tmp_path,  # no runs/ folder here: the name looks like a hub id
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
     )
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1, result.stderr
     assert "--teacher='runs/teacher' is not a local folder" in result.stderr
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
-from sentence_transformers.base.losses.merged_forward import merge_feature_batches
 from torch import nn
 
+from d2llm_st.losses.bucketing import embed_in_length_buckets
 from d2llm_st.losses.contrastive_imitation import candidate_masks, contrastive_imitation_loss
 from d2llm_st.losses.feature_imitation import feature_imitation_loss
 from d2llm_st.losses.in_batch import in_batch_loss
@@ -225,24 +225,35 @@ class D2LLMDistillLoss(nn.Module):
         self._warned_no_features = False
         set_trainable_parameters(model, train_backbone=train_backbone)
 
-    def _embed(self, sentence_features: list[dict[str, Any]]) -> tuple[dict, torch.Tensor, dict]:
-        """Anchor output, candidate embeddings ``[B, C, d]``, and the positive's output (token states)."""
+    def _embed(self, sentence_features: list[dict[str, Any]]) -> tuple[dict, torch.Tensor, dict | None]:
+        """Anchor output (with ``sentence_embedding``), candidate embeddings ``[B, C, d]``, and with word-level
+        distillation the positive's output (its token states; ``None`` otherwise).
+
+        Texts are embedded in length buckets (:mod:`d2llm_st.losses.bucketing`); the anchor and the positive
+        keep a forward pass of their own when word-level distillation needs their token states.
+        """
 
         def model_inputs(features: dict) -> dict:
             return {key: value for key, value in features.items() if key not in TEXT_KEYS}
 
-        anchor = self.model(model_inputs(sentence_features[0]))
-        candidates = [model_inputs(features) for features in sentence_features[1:]]
-        merged = merge_feature_batches(candidates) if len(candidates) > 1 else None
-        if merged is None:
-            outputs = [self.model(features) for features in candidates]
-            embeddings = torch.stack([output["sentence_embedding"] for output in outputs], dim=1)
-            return anchor, embeddings, outputs[0]
-        output = self.model(merged)
-        batch = anchor["sentence_embedding"].shape[0]
-        embeddings = output["sentence_embedding"].reshape(len(candidates), batch, -1).transpose(0, 1)
-        positive = {key: output[key][:batch] for key in ("token_embeddings", "attention_mask")}
-        return anchor, embeddings, positive
+        columns = [model_inputs(features) for features in sentence_features]
+        batch = len(columns[0]["input_ids"])
+        tokenizer = self.backbone.tokenizer
+        bucketed = columns
+        anchor = positive = None
+        if self.word_level is not None:
+            anchor, positive = self.model(columns[0]), self.model(columns[1])
+            bucketed = columns[2:]
+        embeddings = (
+            embed_in_length_buckets(self.model, bucketed, batch, tokenizer.pad_token_id, tokenizer.padding_side)
+            if bucketed
+            else []
+        )
+        if anchor is None:
+            anchor, embeddings = {"sentence_embedding": embeddings[0]}, embeddings[1:]
+        else:
+            embeddings = [positive["sentence_embedding"], *embeddings]
+        return anchor, torch.stack(embeddings, dim=1), positive
 
     def _false_negatives(self, teacher_scores: torch.Tensor) -> torch.Tensor | None:
         """``[B, K]`` bool: hard negatives the filter flags as false negatives (None without a filter)."""
