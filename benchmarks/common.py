@@ -35,7 +35,13 @@ def machine_info(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "device": str(device),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "torch_threads": torch.get_num_threads(),
     }
+    if device.type == "cpu" and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu_model"] = names[0] if names else None
     try:
         import transformers
 

@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 from common import (
@@ -98,12 +99,22 @@ def build_student(shape: str, tokenizer_dir: str, device: torch.device, dtype: t
     from d2llm_st import D2LLM, IEM, LLMBackbone, PMAPooling
 
     if shape == "smollm2":
-        from d2llm_st.gguf import bundled_smollm2
-
+        # A student as users get one: LoRA r=8 (made non-zero, as after training), saved, loaded with D2LLM(path).
         model = D2LLM.from_llm(
-            bundled_smollm2(), query_prompt=QUERY_PROMPT, model_kwargs={"dtype": dtype}, device=str(device)
+            "bundled:smollm2",
+            lora_r=8,
+            iem_hidden_dim=256,
+            query_prompt=QUERY_PROMPT,
+            model_kwargs={"dtype": dtype},
+            device=str(device),
         )
-        return model.to(dtype)
+        with torch.no_grad():
+            for name, parameter in model.backbone.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=1e-3)
+        path = tempfile.mkdtemp(prefix="d2llm-speed-")
+        model.save_pretrained(path)
+        return D2LLM(path, device=str(device), model_kwargs={"dtype": dtype})
     # The backbone module needs a folder for its tokenizer: save the tokenizer with a one-layer stand-in model,
     # then swap in the random model of the wanted shape, built on the device in its dtype (no hub, no disk).
     holder = tempfile.mkdtemp(prefix="d2llm-speed-")
@@ -319,6 +330,203 @@ def benchmark_shape(shape: str, args: argparse.Namespace, device: torch.device, 
     return result
 
 
+def interleaved_ms(fns: dict[str, Callable[[int], object]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median ms of each function, the functions called in turn within every repeat, so that a change of load
+    on the machine hits all of them alike."""
+    for fn in fns.values():  # warm-up
+        fn(0)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(1, repeats + 1):
+        for name, fn in fns.items():
+            times[name] += time_calls(lambda _, fn=fn, i=i: fn(i), device, 1, warmup=0)
+    return {name: median_ms(values) for name, values in times.items()}
+
+
+def cpu_benchmark(args: argparse.Namespace, dtype: torch.dtype) -> dict:
+    """The CPU figures: each D2LLM pass against the bare bf16 backbone (timed interleaved), the same-size LLM
+    cross-encoder, corpus encoding, distillation steps and peak RSS, for one dtype of the student."""
+    result = cpu_inference(args, dtype)
+    gc.collect()
+    result["peak_rss_mib_inference"] = peak_memory_mib(torch.device("cpu"))
+    if args.train_config:
+        result["training"] = training_speed(args.train_config, args.train_steps)
+        result["peak_rss_mib_training"] = peak_memory_mib(torch.device("cpu"))
+    return result
+
+
+def cpu_inference(args: argparse.Namespace, dtype: torch.dtype) -> dict:
+    """Encoding and reranking on the CPU. The bare reference is SmolLM2's transformers model in bf16 (no LoRA,
+    PMA or sentence-transformers) over already tokenized texts, plus the IEM when reranking. D2LLM is timed as
+    users run it: ``D2LLM(path)`` with its LoRA adapter (``plain``: ``encode_texts`` + ``score``), then after
+    ``FastReranker`` has merged the adapter (``fast``; and ``encode_texts`` of the merged model)."""
+    from transformers import AutoModel
+
+    from d2llm_st.inference import FastReranker
+    from d2llm_st.model_paths import resolve_model_path
+
+    device = torch.device("cpu")
+    model = build_student("smollm2", args.tokenizer, device, dtype)
+    bare = AutoModel.from_pretrained(resolve_model_path("bundled:smollm2"), dtype=torch.bfloat16).eval()
+    backbone, tokenizer = model.backbone, model.backbone.tokenizer
+    passages = [text_of_tokens(tokenizer, args.passage_tokens, seed) for seed in range(args.corpus_size)]
+    query_tokens = args.query_tokens - len(tokenizer(QUERY_PROMPT, add_special_tokens=False)["input_ids"])
+    queries = [text_of_tokens(tokenizer, query_tokens, 1000 + seed) for seed in range(64)]
+    batches = [passages[i : i + args.encode_batch_size] for i in range(0, len(passages), args.encode_batch_size)]
+    tokenized = [backbone.preprocess(batch, prompt=model.prompts.get("document")) for batch in batches]
+    query_ids = [backbone.preprocess([query], prompt=QUERY_PROMPT) for query in queries]
+    candidates = model.encode_texts(passages, "passage", show_progress_bar=False)
+    candidates = candidates.repeat((max(args.n) + len(candidates) - 1) // len(candidates), 1)
+    result: dict = {"shape": "smollm2", "dtype": str(dtype).removeprefix("torch."), "lora_r": backbone.lora_r}
+    result["query_tokens"] = int(query_ids[0]["input_ids"].shape[1])
+    result["passage_tokens"] = int(tokenized[0]["input_ids"].shape[1])
+    result["encode_batch_size"] = args.encode_batch_size
+
+    @torch.inference_mode()
+    def bare_encode(i: int) -> torch.Tensor:
+        features = tokenized[i % len(tokenized)]
+        return bare(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
+
+    def encode(i: int) -> torch.Tensor:
+        batch = batches[i % len(batches)]
+        return model.encode_texts(batch, "passage", batch_size=args.encode_batch_size, show_progress_bar=False)
+
+    def bare_rerank(n: int) -> Callable[[int], torch.Tensor]:
+        @torch.inference_mode()
+        def run(i: int) -> torch.Tensor:
+            states = bare(input_ids=query_ids[i % 64]["input_ids"]).last_hidden_state
+            return model.iem.logits(states[:, -1].float(), candidates[:n], "asymmetric")
+
+        return run
+
+    def plain(n: int) -> Callable[[int], torch.Tensor]:
+        def run(i: int) -> torch.Tensor:
+            query = model.encode_texts([queries[i % 64]], "query", show_progress_bar=False)[0]
+            return model.score(query, candidates[:n])
+
+        return run
+
+    def passages_per_s(figures: dict[str, float]) -> dict[str, float]:
+        return {name: args.encode_batch_size / (ms / 1000) for name, ms in figures.items()}
+
+    encode_repeats = max(3, args.repeats // 10)
+    result["encode_lora"] = passages_per_s(
+        interleaved_ms({"bare": bare_encode, "d2llm": encode}, device, encode_repeats)
+    )
+    result["rerank"] = []
+    for n in args.n:
+        figures = interleaved_ms({"bare": bare_rerank(n), "plain": plain(n)}, device, args.repeats)
+        result["rerank"].append({"n": n, "bare_plain_ms": figures["bare"], "d2llm_plain_ms": figures["plain"]})
+    fast = FastReranker(model)  # merges the LoRA adapter into the weights
+    result["encode_merged"] = passages_per_s(
+        interleaved_ms({"bare": bare_encode, "d2llm": encode}, device, encode_repeats)
+    )
+    for row in result["rerank"]:
+        n = row["n"]
+        figures = interleaved_ms(
+            {"bare": bare_rerank(n), "fast": lambda i, n=n: fast.score(queries[i % 64], candidates[:n])},
+            device,
+            args.repeats,
+        )
+        row["bare_fast_ms"], row["d2llm_fast_ms"] = figures["bare"], figures["fast"]
+    cross_encoder = LLMCrossEncoder(backbone, args.ce_batch_size)  # the merged backbone: same size, same dtype
+    for row in result["rerank"]:
+        n = row["n"]
+        if args.ce_max_n is None or n <= args.ce_max_n:
+            ce_passages = (passages * (n // len(passages) + 1))[:n]
+            repeats = max(1, args.repeats // max(1, n // 10))
+            row["ce_ms"] = median_ms(
+                time_calls(lambda i, p=ce_passages: cross_encoder.score(queries[i % 64], p), device, repeats, 1)
+            )
+    return result
+
+
+def training_speed(config_path: str, steps: int) -> dict:
+    """Steps per second of ``d2llm distill`` with ``config_path``'s student, data and losses (teacher: the zero-shot
+    bundled SmolLM2, which costs what a fine-tuned one does), over ``steps`` steps, evaluation off."""
+    from d2llm_st.training import DistillConfig, distill
+
+    config = DistillConfig.load(config_path)
+    batch = config.training.batch_size
+    output_dir = tempfile.mkdtemp(prefix="d2llm-speed-train-")
+    overrides = [
+        "teacher.model=bundled:smollm2",
+        f"training.output_dir={output_dir}",
+        f"training.max_steps={steps}",
+        f"training.save_steps={10 * steps}",
+        "evaluation.sets=[]",
+        *(f"datasets.{dataset.name}.limit={steps * batch}" for dataset in config.datasets),
+    ]
+    result = distill(config.with_overrides(overrides))
+    metrics = result.train_metrics
+    return {
+        "config": config_path,
+        "steps": result.steps,
+        "batch_size": batch,
+        "steps_per_s": metrics["train_steps_per_second"],
+        "seconds_per_step": metrics["train_runtime"] / result.steps,
+    }
+
+
+def cpu_report(results: list[dict]) -> str:
+    """One table comparing the CPU runs (e.g. float32 and bf16), each D2LLM figure with its ratio to bare bf16."""
+    runs = [run for result in results for run in result["runs"]]
+    machine = results[0]["machine"]
+    lines = [
+        f"### CPU: {machine.get('cpu_model', '?')}, {machine['cpu_count']} cores, {machine['date']}",
+        "",
+        f"Load average before each run: {', '.join(str(r['machine'].get('load_average')) for r in results)}. "
+        f"Commands: {'; '.join('`' + r['machine']['command'] + '`' for r in results)} "
+        f"(torch {machine['torch']}, transformers {machine.get('transformers', '?')}).",
+        "",
+    ]
+    headers = ["figure", *(f"{run['dtype']}" for run in runs), *(f"{run['dtype']} / bare bf16" for run in runs)]
+    rows = []
+
+    def add(name: str, values: list, ratios: list) -> None:
+        rows.append([name, *values, *(None if r is None else f"{r:.2f}x" for r in ratios)])
+
+    for key, label in (
+        ("encode_lora", "corpus encoding, D2LLM(path) with LoRA"),
+        ("encode_merged", "corpus encoding, LoRA merged"),
+    ):
+        add(
+            f"{label} (passages/s)",
+            [run[key]["d2llm"] for run in runs],
+            [run[key]["bare"] / run[key]["d2llm"] for run in runs],
+        )
+    add("bare bf16 backbone encoding (passages/s)", [run["encode_merged"]["bare"] for run in runs], [None] * len(runs))
+    for index, row in enumerate(runs[0]["rerank"]):
+        by_run = [run["rerank"][index] for run in runs]
+        add(
+            f"rerank N={row['n']}: D2LLM plain (ms)",
+            [r["d2llm_plain_ms"] for r in by_run],
+            [r["d2llm_plain_ms"] / r["bare_plain_ms"] for r in by_run],
+        )
+        add(
+            f"rerank N={row['n']}: FastReranker (ms)",
+            [r["d2llm_fast_ms"] for r in by_run],
+            [r["d2llm_fast_ms"] / r["bare_fast_ms"] for r in by_run],
+        )
+        add(
+            f"rerank N={row['n']}: bare bf16 backbone + IEM (ms)",
+            [r["bare_fast_ms"] for r in by_run],
+            [None] * len(runs),
+        )
+        if all("ce_ms" in r for r in by_run):
+            add(
+                f"rerank N={row['n']}: LLM cross-encoder, same size (ms)",
+                [r["ce_ms"] for r in by_run],
+                [None] * len(runs),
+            )
+    if all("training" in run for run in runs):
+        add("distillation training (s/step)", [run["training"]["seconds_per_step"] for run in runs], [None] * len(runs))
+    add("peak RSS, inference (MiB)", [run["peak_rss_mib_inference"] for run in runs], [None] * len(runs))
+    if all("peak_rss_mib_training" in run for run in runs):
+        add("peak RSS, with training (MiB)", [run["peak_rss_mib_training"] for run in runs], [None] * len(runs))
+    lines.append(markdown_table(headers, rows))
+    return "\n".join(lines) + "\n"
+
+
 def targets(run: dict) -> list[str]:
     """Where a 7B-shaped run on a GPU stands against the project's targets."""
     rows = {row["n"]: row for row in run["rerank"]}
@@ -479,12 +687,32 @@ def plot(results: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def run_cpu(args: argparse.Namespace) -> int:
+    """The CPU benchmark for one student dtype (default: the CPU policy's), written to ``--output-dir``."""
+    from d2llm_st.runtime import DTYPE_ENV, cpu_dtype
+
+    if args.dtype:
+        os.environ[DTYPE_ENV] = args.dtype  # the distillation steps follow the same dtype
+    dtype = cpu_dtype()
+    machine = machine_info(torch.device("cpu"))
+    result = {"cpu": True, "machine": machine, "runs": [cpu_benchmark(args, dtype)]}
+    table = cpu_report([result])
+    print(table)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, f"speed-cpu-{result['runs'][0]['dtype']}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", nargs="+", default=["smollm2"], choices=[*REAL_MODELS, *SHAPES])
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="Default: bf16 on GPU, fp32 on CPU."
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="Default: bf16 on a GPU; on the CPU the CPU policy's (bf16 where the CPU has bf16 instructions).",
     )
     parser.add_argument("--tokenizer", help="Tokenizer folder for the random shapes (default: SmolLM2's).")
     parser.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="Candidates per query.")
@@ -499,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", help="Write speed.json, speed.md and benchmark_latency.png here.")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="Only tabulate (and --plot) earlier runs.")
     parser.add_argument("--plot", help="Where to write the latency plot (with --report).")
+    parser.add_argument(
+        "--train-config", help="CPU: also time `d2llm distill` steps with this config (zero-shot bundled teacher)."
+    )
+    parser.add_argument("--train-steps", type=int, default=6, help="Steps timed with --train-config.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -507,13 +739,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.report:
             with open(path, encoding="utf-8") as f:
                 results.append(json.load(f))
-        print(report(results))
-        if args.plot:
+        cpu = [result for result in results if result.get("cpu")]
+        gpu = [result for result in results if not result.get("cpu")]
+        if cpu:
+            print(cpu_report(cpu))
+        if gpu:
+            print(report(gpu))
+        if args.plot and gpu:
             plot(results, args.plot)
         return 0
 
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    if device.type == "cpu":
+        return run_cpu(args)
+    dtype = getattr(torch, args.dtype or "bfloat16")
     if args.tokenizer is None and any(shape not in REAL_MODELS for shape in args.shapes):
         from d2llm_st.gguf import bundled_smollm2
 
