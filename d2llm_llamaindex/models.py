@@ -2,6 +2,8 @@
 
 An embedding, a retriever and a reranker built from the same path share one loaded model (held
 weakly: it is freed when no adapter uses it any more), so a pipeline does not load the LLM three times.
+A model the adapters load themselves only serves, so its LoRA adapter is merged into the weights (an unmerged
+adapter doubles a CPU forward pass, see docs/cpu.md); a model object passed in is used as it is.
 """
 
 from __future__ import annotations
@@ -57,5 +59,7 @@ def resolve_model(
     if loaded is None:
         logger.info(f"Loading D2LLM from {key[0]}")
         loaded = D2LLM(key[0], device=device)
+        if loaded.backbone.has_lora:
+            loaded.merge_lora()
         _LOADED[key] = loaded
     return loaded, key[0]

@@ -468,3 +468,25 @@ def test_real_student_ranks_real_passages_by_its_iem_from_stored_vectors(shared_
         expected = sorted(zip([n.node.node_id for n in candidates], scores.tolist()), key=lambda p: -p[1])[:3]
         assert [n.node.node_id for n in results] == [node_id for node_id, _ in expected]
         assert [n.score for n in results] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+
+def test_a_model_loaded_from_a_path_serves_with_its_lora_merged(tiny_llama, tmp_path):
+    torch.manual_seed(0)
+    student = D2LLM.from_llm(
+        tiny_llama, lora_r=4, pma_heads=4, iem_hidden_dim=16, device="cpu", model_kwargs={"dtype": torch.float32}
+    )
+    with torch.no_grad():
+        for name, param in student.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    student.save_pretrained(str(tmp_path))
+    expected = student.encode_texts(PASSAGES, "passage")
+
+    by_path = D2LLMEmbedding(model=str(tmp_path), device="cpu")
+    assert not by_path.model.backbone.has_lora  # merged for serving
+    by_object = D2LLMEmbedding(model=student)
+    assert student.backbone.has_lora  # a model passed in is left as it is
+    torch.testing.assert_close(
+        torch.tensor(by_path.get_text_embedding_batch(PASSAGES)), expected, atol=0.05 * expected.abs().max(), rtol=0
+    )
+    assert by_object.model is student
