@@ -229,7 +229,11 @@ def load_scorer(
     batch_size: int = 32,
     show_progress_bar: bool | None = None,
 ) -> Scorer:
-    """Load a model from a folder (or hub id, with an explicit ``model_type``) as a :class:`Scorer`."""
+    """Load a model from a folder (or hub id, with an explicit ``model_type``) as a :class:`Scorer`.
+
+    A D2LLM loaded here only scores, so its LoRA adapter is merged into the weights (an unmerged adapter doubles
+    a CPU forward pass; the scores differ by floating-point rounding only, see docs/cpu.md).
+    """
     path = resolve_model_path(path, "model")
     if model_type == "auto":
         model_type = detect_model_type(path)
@@ -240,6 +244,8 @@ def load_scorer(
         from d2llm_st.model import D2LLM
 
         model = D2LLM(path, device=device)
+        if model.backbone.has_lora:
+            model.merge_lora()
     elif model_type == "bi-encoder":
         from sentence_transformers import SentenceTransformer
 
