@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import os
 
@@ -415,6 +416,59 @@ def test_qdrant_cosine_collection_is_detected_and_reencoded(embed_model, model, 
     assert passage_encodings == [6]
     assert_same_ranking(results, iem_ranking(model, QUERY, [n.node.node_id for n in candidates])[:3])
     assert any("unit-normalised" in record.getMessage() for record in caplog.records)
+
+
+# --- passage embeddings written by `d2llm encode` (any number of processes), loaded into a store -------------
+
+
+@pytest.mark.parametrize("store", ["simple", "qdrant"])
+def test_encoded_corpus_loads_into_the_store_and_nothing_is_encoded_again(store, model, tmp_path, passage_encodings):
+    """The same code for the embedded stores shown here and a Qdrant server: only the client changes
+    (``QdrantClient(url=...)`` instead of ``QdrantClient(path=...)``)."""
+    from d2llm_llamaindex.corpus import CORPUS_ID_KEY, index_from_embeddings
+    from d2llm_st.corpus import encode_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"_id": "p{i}", "text": "{text}"}}\n' for i, text in enumerate(PASSAGES)))
+    encode_corpus(model, str(corpus), str(tmp_path / "embeddings"), shard_size=4, show_progress_bar=False)
+    vector_store = None
+    if store == "qdrant":
+        qdrant_client = pytest.importorskip("qdrant_client")
+        qdrant_store = pytest.importorskip("llama_index.vector_stores.qdrant")
+        from qdrant_client.http import models as rest
+
+        dense_config = rest.VectorParams(size=model.iem.embedding_dim, distance=rest.Distance.DOT)
+        client = qdrant_client.QdrantClient(path=str(tmp_path / "qdrant"))
+        vector_store = qdrant_store.QdrantVectorStore(
+            collection_name="corpus", client=client, dense_config=dense_config
+        )
+    passage_encodings.clear()
+    index = index_from_embeddings(tmp_path / "embeddings", model, vector_store=vector_store)
+    results = D2LLMRetriever(index=index, model=model, candidate_k=len(PASSAGES), similarity_top_k=4).retrieve(QUERY)
+    assert passage_encodings == []  # neither loading the index nor stage 2 encoded a passage
+    by_text = {text: f"p{i}" for i, text in enumerate(PASSAGES)}
+    assert [n.node.metadata[CORPUS_ID_KEY] for n in results] == [by_text[n.node.get_content()] for n in results]
+    assert CORPUS_ID_KEY not in results[0].node.get_content(MetadataMode.EMBED)
+    expected = iem_ranking(model, QUERY, NODE_IDS)[:4]
+    assert [n.node.get_content() for n in results] == [TEXTS[node_id] for node_id, _ in expected]
+    assert [n.score for n in results] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
+def test_embeddings_of_another_model_or_corpus_are_refused(model, tmp_path):
+    from d2llm_llamaindex.corpus import index_from_embeddings
+    from d2llm_st.corpus import encode_corpus
+    from d2llm_st.errors import UserError
+
+    corpus, output = tmp_path / "corpus.jsonl", tmp_path / "embeddings"
+    corpus.write_text('{"_id": "a", "text": "the cat sat"}\n{"_id": "b", "text": "a dog ran"}\n')
+    encode_corpus(model, str(corpus), str(output), show_progress_bar=False)
+    corpus.write_text('{"_id": "a", "text": "the cat sat"}\n{"_id": "b", "text": "a dog sat"}\n')
+    with pytest.raises(UserError, match="is not the corpus encoded in"):
+        index_from_embeddings(output, model)
+    manifest = json.loads((output / "manifest.json").read_text())
+    (output / "manifest.json").write_text(json.dumps({**manifest, "model_fingerprint": "0" * 16}))
+    with pytest.raises(UserError, match="not passage embeddings of this one"):
+        index_from_embeddings(output, model)
 
 
 # --- the runnable example over real data (shared/data) ---------------------------------------------------------

@@ -19,7 +19,8 @@ import os
 import pkgutil
 import sys
 
-from d2llm_st.cli._types import positive_int
+from d2llm_st.cli._types import positive_float, positive_int
+from d2llm_st.distributed import TIMEOUT_ENV
 from d2llm_st.errors import USER_ERRORS
 
 DEBUG_ENV = "D2LLM_DEBUG"
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="LLM backbone weights on the CPU (default: D2LLM_CPU_DTYPE or auto = bfloat16 where the CPU has bf16 "
         "instructions); float32 turns bf16 off.",
     )
+    parser.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="Under torchrun / accelerate launch: how long a process waits for the others (default: "
+        "D2LLM_DIST_TIMEOUT or 1800); see docs/scaling.md.",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
         if info.name.startswith("_"):  # __main__ and private helpers
@@ -62,18 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launched_by_environment() -> bool:
+    """Whether torchrun / accelerate launch started this process as one of several (the variables they set)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1") and bool(os.environ.get("RANK", "").strip())
+
+
 def debug_requested(args: argparse.Namespace) -> bool:
     return args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Under torchrun / accelerate launch, say which process wrote a line.
+    where = f"[rank {os.environ['RANK']}/{os.environ['WORLD_SIZE']}] " if launched_by_environment() else ""
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s")
     try:
         from d2llm_st.runtime import DTYPE_ENV, configure_cpu  # imports torch: after --help and argument errors
 
         if args.cpu_dtype:
             os.environ[DTYPE_ENV] = args.cpu_dtype  # read by every model load of this process
+        if args.dist_timeout:
+            os.environ[TIMEOUT_ENV] = str(args.dist_timeout)
         logging.getLogger(__name__).info(configure_cpu(args.threads))
         return args.run(args) or 0
     except USER_ERRORS as error:

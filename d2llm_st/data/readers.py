@@ -12,7 +12,7 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,28 +140,57 @@ def _read_qrels(path: str) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def beir_file(folder: str, name: str) -> str:
+    """``<folder>/<name>.jsonl.gz`` or ``<folder>/<name>.jsonl``, whichever exists."""
+    for candidate in (f"{name}.jsonl.gz", f"{name}.jsonl"):
+        if os.path.exists(os.path.join(folder, candidate)):
+            return os.path.join(folder, candidate)
+    raise FileNotFoundError(f"{folder} has no {name}.jsonl or {name}.jsonl.gz (BEIR layout expected).")
+
+
+def passage_text(row: dict) -> str:
+    """A BEIR corpus row as one passage: ``title + ". " + text`` when it has a title."""
+    return f"{row['title']}. {row['text']}" if row.get("title") else row["text"]
+
+
+def iter_corpus(path: str) -> Iterator[tuple[str, str]]:
+    """``(id, passage)`` for each row of a corpus, streamed (a corpus of millions need not fit in memory twice).
+
+    ``path`` is a BEIR folder (its ``corpus.jsonl[.gz]``) or a JSON-lines file (``.jsonl`` / ``.jsonl.gz``) with
+    ``_id`` (or ``id``), ``text`` and optionally ``title`` per line; passages are :func:`passage_text`.
+    """
+    if os.path.isdir(path):
+        path = beir_file(path, "corpus")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No corpus file at {path}.")
+    with _open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = _json_row(line, path, number)
+            key = row.get("_id", row.get("id"))
+            if key in (None, "") or not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise UserError(
+                    f"{path}:{number}: a corpus row needs an _id (or id) and a non-empty text (fields found: "
+                    f"{sorted(row)})."
+                )
+            yield str(key), passage_text(row)
+
+
 def read_beir(folder: str, split: str = "test") -> BEIRDataset:
     """Read ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv`` (and ``candidates/<split>.tsv``).
 
     Passages are ``title + ". " + text`` when a title exists. Only queries that have qrels in the split are kept.
     """
 
-    def find(name: str) -> str:
-        for candidate in (f"{name}.jsonl.gz", f"{name}.jsonl"):
-            if os.path.exists(os.path.join(folder, candidate)):
-                return os.path.join(folder, candidate)
-        raise FileNotFoundError(f"{folder} has no {name}.jsonl or {name}.jsonl.gz (BEIR layout expected).")
-
     qrels_path = os.path.join(folder, "qrels", f"{split}.tsv")
     if not os.path.exists(qrels_path):
         raise FileNotFoundError(f"No qrels for split {split!r}: {qrels_path} does not exist.")
-    corpus_rows = read_rows(find("corpus"))
+    corpus_rows = read_rows(beir_file(folder, "corpus"))
     _require(corpus_rows, ("_id", "text"), "corpus")
-    corpus = {
-        str(row["_id"]): f"{row['title']}. {row['text']}" if row.get("title") else row["text"] for row in corpus_rows
-    }
+    corpus = {str(row["_id"]): passage_text(row) for row in corpus_rows}
     qrels = _read_qrels(qrels_path)
-    query_rows = read_rows(find("queries"))
+    query_rows = read_rows(beir_file(folder, "queries"))
     _require(query_rows, ("_id", "text"), "queries")
     queries = {str(row["_id"]): row["text"] for row in query_rows if str(row["_id"]) in qrels}
     candidates_path = os.path.join(folder, "candidates", f"{split}.tsv")
