@@ -76,13 +76,10 @@ def run_variant(config, name: str, output_dir: str, cache: str, force: bool, lay
 
 def fill_teacher_cache(config, cache: str) -> None:
     """Score every training set once, so that parallel runs only read the shared cache."""
-    from d2llm_st.training.distill import build_training_dataset, load_teacher_from_config
+    from d2llm_st.training import build_training_datasets, load_teacher_from_config
 
-    teacher = load_teacher_from_config(config.with_overrides([f"teacher.cache={cache}"]))
-    with_features = config.teacher.features and config.loss.eta > 0
-    for dataset in config.datasets:
-        build_training_dataset(dataset, teacher, with_features, config.teacher.batch_size)
-    del teacher
+    config = config.with_overrides([f"teacher.cache={cache}"])
+    build_training_datasets(config, load_teacher_from_config(config))
 
 
 def run_in_parallel(argv: list[str], names: list[str], output_dir: str, jobs: int) -> None:
@@ -126,13 +123,17 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 
 def table(config, results: dict[str, dict]) -> str:
-    from d2llm_st.training.evaluation import HEADLINE_METRICS
+    """One row per variant: each eval set's headline figure, its evaluator's primary metric (saved with the run)."""
+    from d2llm_st.evaluation import headline_metric
 
     sets = config.evaluation.sets
-    header = ["variant", *(f"{s.name} {HEADLINE_METRICS[s.type]}" for s in sets), "steps", "wall s"]
+    metrics = {s.name: headline_metric(s.type) for s in sets}
+    for saved in results.values():
+        metrics.update(saved.get("primary_metrics") or {})
+    header = ["variant", *(f"{s.name} {metrics[s.name]}" for s in sets), "steps", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, saved in results.items():
-        cells = [f"{saved['scores'][s.name][HEADLINE_METRICS[s.type]]:.4f}" for s in sets]
+        cells = [f"{saved['scores'][s.name][metrics[s.name]]:.4f}" for s in sets]
         wall = f"{saved['wall_seconds']:.0f}" if "wall_seconds" in saved else "?"
         lines.append("| " + " | ".join([name, *cells, str(saved["steps"]), wall]) + " |")
     return "\n".join(lines)

@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.75])
     args = parser.parse_args(argv)
 
-    from d2llm_st.training import DistillConfig
-    from d2llm_st.training.distill import build_training_dataset, load_teacher_from_config
+    from d2llm_st.training import DistillConfig, build_training_dataset, load_teacher_from_config
 
     config = DistillConfig.load(args.config).with_overrides(args.overrides)
     teacher = load_teacher_from_config(config)

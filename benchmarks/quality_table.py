@@ -85,8 +85,8 @@ def eval_argv(args: argparse.Namespace, role: str, task_key: str) -> list[str]:
 
 
 def run_cell(argv: list[str], output_dir: str, name: str) -> dict:
-    from d2llm_st.cli import build_parser
-    from d2llm_st.cli.eval import evaluate
+    """One cell: ``d2llm eval`` (the console script's entry point, in this process) writing its JSON result."""
+    from d2llm_st.cli import main as d2llm
 
     path = os.path.join(output_dir, f"{name}.json")
     command = "d2llm " + shlex.join(argv)
@@ -97,7 +97,12 @@ def run_cell(argv: list[str], output_dir: str, name: str) -> dict:
             logger.info(f"{name}: kept from {path}")
             return saved
     logger.info(f"{name}: {command}")
-    result = evaluate(build_parser().parse_args(argv))
+    staging = f"{path}.tmp"
+    if d2llm([*argv, "--output", staging]) != 0:
+        raise SystemExit(f"{name}: `{command}` failed (its error is above).")
+    with open(staging, encoding="utf-8") as f:
+        result = json.load(f)
+    os.remove(staging)
     result["command"] = command
     result["date"] = datetime.date.today().isoformat()
     with open(path, "w", encoding="utf-8") as f:

@@ -172,11 +172,10 @@ def encode_corpus(
             or is stuck.
     """
     from d2llm_st.fingerprint import weights_fingerprint
-    from d2llm_st.model import PROMPT_NAMES
+    from d2llm_st.tasks import check_role, prompt_name
 
     dist = dist or Distributed()
-    if role not in PROMPT_NAMES:
-        raise UserError(f"Unknown role {role!r}: use one of {', '.join(PROMPT_NAMES)}.")
+    check_role(role)
     if shard_size < 1 or batch_size < 1:
         raise UserError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}.")
     if show_progress_bar is None:
@@ -189,7 +188,7 @@ def encode_corpus(
         "version": VERSION,
         "model_fingerprint": weights_fingerprint(model, any_dtype=True),
         "role": role,
-        "prompt": model.prompts.get(PROMPT_NAMES[role], ""),
+        "prompt": model.prompts.get(prompt_name(role), ""),
         "embedding_dim": model.get_embedding_dimension(),
         "dtype": "float32",
         "corpus": os.path.abspath(corpus),

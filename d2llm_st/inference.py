@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from d2llm_st.model import D2LLM
-from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.tasks import Task, check_task, prompt_name, task_roles
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class FastReranker:
             raise ValueError(f"cuda_graphs=True needs the model on a CUDA device; it is on {self.device}.")
         self.cuda_graphs = cuda_graphs
         self.buckets = sorted(int(b) for b in buckets)
-        self.prompt = model.prompts.get("query" if task == "asymmetric" else "symmetric") or None
+        self.prompt = model.prompts.get(prompt_name(task_roles(task)[0])) or None
         backbone = model.backbone
         self.pad_token_id = backbone.tokenizer.pad_token_id
         # Causal layers never look right, so right padding cannot change real tokens' states.

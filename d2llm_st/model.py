@@ -24,13 +24,11 @@ from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import IEM, MODULE_CLASSES, LLMBackbone, PMAPooling
 from d2llm_st.modules.backbone import check_texts
 from d2llm_st.modules.base import check_count, check_number
-from d2llm_st.modules.iem import Task, check_task
 from d2llm_st.modules.pma import ATTENTION_SCALES
 from d2llm_st.runtime import backbone_dtype
+from d2llm_st.tasks import Task, check_task, prompt_name, role_prompts, task_roles
 
 logger = logging.getLogger(__name__)
-
-PROMPT_NAMES = {"query": "query", "passage": "document", "symmetric": "symmetric"}
 
 SIMILARITY_FN_NAME = "iem"
 """What ``D2LLM.similarity_fn_name`` reports: the name sentence-transformers' evaluators prefix metrics with."""
@@ -147,6 +145,7 @@ class D2LLM(SentenceTransformer):
         passage_prompt: str | None = None,
         symmetric_prompt: str | None = None,
         default_task: Task = "asymmetric",
+        train_backbone: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         device: str | None = None,
     ) -> D2LLM:
@@ -166,6 +165,9 @@ class D2LLM(SentenceTransformer):
             default_task: The IEM branch :meth:`similarity`, :meth:`similarity_pairwise` and :meth:`rank` use
                 when called without a task (saved with the model): ``"asymmetric"`` (query -> passage search)
                 or ``"symmetric"`` (NLI / STS).
+            train_backbone: What trains, decided here (losses never change it): ``False`` (default) freezes the
+                base LLM weights, so LoRA (if any), PMA and IEM train; ``True`` trains the whole backbone too.
+                Saved with the backbone's config.
             model_kwargs: Passed to ``AutoModel.from_pretrained``; ``{"dtype": torch.float32}`` overrides the CPU
                 bf16 policy of :mod:`d2llm_st.runtime` (default: bf16 base weights on a CPU with bf16 instructions).
             device: Device to put the model on (default: the best available).
@@ -184,13 +186,7 @@ class D2LLM(SentenceTransformer):
         check_number("iem_dropout", iem_dropout, low=0, high=1)
         check_number("lora_dropout", lora_dropout, low=0, high=1)
         check_number("iem_cosine_scale", iem_cosine_scale)
-        for name, prompt in (
-            ("query_prompt", query_prompt),
-            ("passage_prompt", passage_prompt),
-            ("symmetric_prompt", symmetric_prompt),
-        ):
-            if prompt is not None and not isinstance(prompt, str):
-                raise TypeError(f"{name} must be a string or None, got {type(prompt).__name__}.")
+        prompts = role_prompts(query_prompt, passage_prompt, symmetric_prompt)
         model_kwargs = dict(model_kwargs or {})
         dtype = backbone_dtype(device)
         if dtype is not None and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
@@ -204,6 +200,7 @@ class D2LLM(SentenceTransformer):
             lora_dropout=lora_dropout,
             lora_target_modules=lora_target_modules,
             bidirectional_from_layer=bidirectional_from_layer,
+            train_base_weights=train_backbone,
             model_kwargs=model_kwargs,
         )
         pma = PMAPooling(
@@ -221,11 +218,6 @@ class D2LLM(SentenceTransformer):
             cosine_scale=iem_cosine_scale,
             default_task=default_task,
         )
-        prompts = {
-            PROMPT_NAMES[name]: prompt
-            for name, prompt in (("query", query_prompt), ("passage", passage_prompt), ("symmetric", symmetric_prompt))
-            if prompt is not None
-        }
         return cls(modules=[backbone, pma, iem], device=device, prompts=prompts)
 
     @property
@@ -397,7 +389,7 @@ class D2LLM(SentenceTransformer):
         if not isinstance(documents, str) and not len(documents):
             return []
         documents = check_texts(documents, "documents")
-        query_role, document_role = ("symmetric", "symmetric") if task == "symmetric" else ("query", "passage")
+        query_role, document_role = task_roles(task)
         query_embedding = self.encode_texts([query], query_role, batch_size=batch_size, show_progress_bar=False)
         document_embeddings = self.encode_texts(
             documents, document_role, batch_size=batch_size, show_progress_bar=show_progress_bar
@@ -445,11 +437,9 @@ class D2LLM(SentenceTransformer):
     def encode_texts(self, texts: Sequence[str], role: str, **kwargs: Any) -> torch.Tensor:
         """Encode texts as ``role`` (``query``, ``passage`` or ``symmetric``) into a tensor of embeddings."""
         texts = check_texts(texts)
-        if role not in PROMPT_NAMES:
-            raise ValueError(f"Unknown role {role!r}: use 'query', 'passage' or 'symmetric'.")
-        prompt_name = PROMPT_NAMES[role] if PROMPT_NAMES[role] in self.prompts else None
+        name = prompt_name(role)
         kwargs.setdefault("convert_to_tensor", True)
-        return self.encode(texts, prompt_name=prompt_name, **kwargs)
+        return self.encode(texts, prompt_name=name if name in self.prompts else None, **kwargs)
 
     def score(
         self,
@@ -526,7 +516,7 @@ class D2LLM(SentenceTransformer):
                 raise TypeError(f"pairs[{i}] must be a (text_a, text_b) pair, got {pair!r}.")
         first = check_texts([pair[0] for pair in pairs], "pairs[:, 0]")
         second = check_texts([pair[1] for pair in pairs], "pairs[:, 1]")
-        roles = ("symmetric", "symmetric") if task == "symmetric" else ("query", "passage")
+        roles = task_roles(task)
         encode_kwargs = dict(batch_size=batch_size, show_progress_bar=show_progress_bar)
         a = self.encode_texts(first, roles[0], **encode_kwargs)
         b = self.encode_texts(second, roles[1], **encode_kwargs)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from d2llm_st.data import (
-    DynamicFalseNegativeFilter,
     build_distillation_dataset,
     mine_negative_ids,
     mine_negatives,
     read_beir,
 )
 from d2llm_st.teacher import LLMTeacher
+from d2llm_st.training import DynamicFalseNegativeFilter
 
 CORPUS = [
     "the cat sat on the mat",

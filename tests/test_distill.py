@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -25,7 +26,7 @@ from d2llm_st.training import (
     TrainingConfig,
     distill,
 )
-from d2llm_st.training.evaluation import build_evaluator, evaluate
+from d2llm_st.evaluation import build_evaluator, evaluate
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,7 +121,7 @@ def train_datasets(with_features: bool = False) -> dict[str, Dataset]:
 def make_config(tiny_llama: str, eval_data: dict[str, str], output_dir: str, **training) -> DistillConfig:
     return DistillConfig(
         student=StudentConfig(
-            model=tiny_llama,
+            model_name_or_path=tiny_llama,
             lora_r=4,
             lora_dropout=0.0,
             pma_heads=4,
@@ -138,13 +139,20 @@ def make_config(tiny_llama: str, eval_data: dict[str, str], output_dir: str, **t
         false_negatives=FalseNegativeConfig(enabled=False),
         training=TrainingConfig(
             output_dir=output_dir,
-            **{"max_steps": 4, "batch_size": 2, "save_steps": 2, "logging_steps": 1, "learning_rate": 1e-2, **training},
+            **{
+                "max_steps": 4,
+                "per_device_train_batch_size": 2,
+                "save_steps": 2,
+                "logging_steps": 1,
+                "learning_rate": 1e-2,
+                **training,
+            },
         ),
         evaluation=EvaluationConfig(
             sets=[
                 EvalSetConfig(name="sts_toy", type="sts", path=eval_data["sts"]),
                 EvalSetConfig(name="nli_toy", type="nli", path=eval_data["nli"]),
-                EvalSetConfig(name="qa_toy", type="answer_selection", path=eval_data["qa"], split="dev"),
+                EvalSetConfig(name="qa_toy", type="answer-selection", path=eval_data["qa"], split="dev"),
             ],
             batch_size=4,
         ),
@@ -200,13 +208,13 @@ def test_distill_trains_evaluates_and_saves_a_documented_model(tiny_llama, eval_
     reloaded = D2LLM(result.model_dir, device="cpu")
     plain = SentenceTransformer(result.model_dir, device="cpu")
     assert [type(m).__name__ for m in plain] == ["LLMBackbone", "PMAPooling", "IEM"]
-    evaluators = [build_evaluator(eval_set) for eval_set in config.evaluation.sets]
+    evaluators = [build_evaluator(**dataclasses.asdict(eval_set)) for eval_set in config.evaluation.sets]
     for name, metrics in evaluate(reloaded, evaluators).items():
         assert metrics == pytest.approx(result.scores[name], abs=1e-5), name
     card = open(os.path.join(result.model_dir, "README.md")).read()
     assert "## D2LLM distillation" in card and "LLMTeacher:" in card
     assert "| nli_toy | nli | symmetric |" in card and "| qa_toy | beir | asymmetric |" in card
-    assert f"| qa_toy (dev) | answer_selection | ndcg@10 | {result.scores['qa_toy']['ndcg@10']:.4f} |" in card
+    assert f"| qa_toy (dev) | answer-selection | ndcg@10 | {result.scores['qa_toy']['ndcg@10']:.4f} |" in card
     assert "alpha=1.0, beta=1.0, gamma=0.01, eta=0.001" in card and "import d2llm_st" in card
     assert card.index("## D2LLM distillation") < card.index("## Training Details")
     assert "'label': 'passage ? '" not in card  # prompts only for text columns
@@ -256,7 +264,7 @@ def test_baseline_mode_trains_mean_pooling_with_mnrl(tiny_llama, eval_data, tmp_
 
     monkeypatch.setattr(MultipleNegativesRankingLoss, "__init__", recording_init)
     config = make_config(tiny_llama, eval_data, str(tmp_path / "mnrl")).with_overrides(
-        ["mode=baseline", "loss.baseline_scale=30"]
+        ["mode=baseline", "baseline.scale=30"]
     )
     result = distill(config, train_datasets())
     assert scales == [30.0, 30.0]  # one loss per training set, at the configured scale
@@ -506,8 +514,8 @@ def test_config_values_are_coerced_to_their_declared_types_or_rejected_by_key(tm
         ("training.learning_rate=.inf", "training.learning_rate: expected a number, got inf"),
         ("training.max_steps=-5", r"training.max_steps must be -1 \(train for num_train_epochs\) or >= 1, got -5"),
         ("training.max_steps=0", r"training.max_steps must be -1 .* got 0"),
-        ("training.batch_size=0", "training.batch_size must be >= 1, got 0"),
-        ("training.warmup_ratio=1.5", r"training.warmup_ratio must be in \[0, 1\), got 1.5"),
+        ("training.per_device_train_batch_size=0", "training.per_device_train_batch_size must be >= 1, got 0"),
+        ("training.warmup_steps=1.5", r"training.warmup_steps must be a fraction of the steps in \[0, 1\) .*got 1.5"),
         ("training.bf16=maybe", "training.bf16: expected true or false, got 'maybe'"),
         ("student.pma_heads=2.5", "student.pma_heads: expected a whole number, got 2.5"),
         ("student.iem_hidden_dim=0", "student.iem_hidden_dim must be >= 1, got 0"),

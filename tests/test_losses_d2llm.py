@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from d2llm_st import D2LLM
-from d2llm_st.data import DynamicFalseNegativeFilter
 from d2llm_st.losses import (
     D2LLMDistillLoss,
     contrastive_imitation_loss,
@@ -19,7 +18,7 @@ from d2llm_st.losses import (
     rank_pairwise_loss,
 )
 from d2llm_st.losses.contrastive_imitation import candidate_masks
-from d2llm_st.training import D2LLMDataCollator
+from d2llm_st.training import D2LLMDataCollator, DynamicFalseNegativeFilter, WordAlignment
 
 PROMPTS = {"query": "query ? ", "passage": "passage ? "}
 ROWS = [
@@ -55,11 +54,12 @@ TERMS = (
 )
 
 
-def make_student(path: str, lora_r: int | None = 4, seed: int = 0) -> D2LLM:
+def make_student(path: str, lora_r: int | None = 4, seed: int = 0, train_backbone: bool = False) -> D2LLM:
     torch.manual_seed(seed)
     model = D2LLM.from_llm(
         path,
         lora_r=lora_r,
+        train_backbone=train_backbone,
         lora_dropout=0.0,
         pma_heads=4,
         iem_hidden_dim=16,
@@ -74,14 +74,20 @@ def make_student(path: str, lora_r: int | None = 4, seed: int = 0) -> D2LLM:
     return model
 
 
-def collate(model: D2LLM, rows: list[dict], with_features: bool = False) -> tuple[list[dict], torch.Tensor]:
+def collate(
+    model: D2LLM, rows: list[dict], with_features: bool = False, teacher=None
+) -> tuple[list[dict], torch.Tensor]:
+    """Features and labels as the trainer passes them; with a ``teacher``, the collator's word-level alignment."""
     rows = [dict(row) for row in rows]
     if with_features:
         generator = np.random.default_rng(0)
         for row in rows:
             row["label"] = [[score, *generator.normal(size=6)] for score in row["label"]]
     prompts = {"anchor": PROMPTS["query"], **{c: PROMPTS["passage"] for c in ("positive", "negative_1", "negative_2")}}
-    batch = D2LLMDataCollator(preprocess_fn=model.preprocess, prompts=prompts)(rows)
+    alignment = None
+    if teacher is not None:
+        alignment = WordAlignment(teacher, model.backbone.tokenizer, model.backbone.max_seq_length, "asymmetric")
+    batch = D2LLMDataCollator(preprocess_fn=model.preprocess, prompts=prompts, word_alignment=alignment)(rows)
     columns = ("anchor", "positive", "negative_1", "negative_2")
     features = [{key[len(c) + 1 :]: value for key, value in batch.items() if key.startswith(c + "_")} for c in columns]
     return features, batch["label"]
@@ -156,8 +162,8 @@ NO_GRADIENT = 1e-6  # the smallest real gradient here is ~1e-4
 @pytest.mark.parametrize("term", TERMS)
 def test_gradients_reach_lora_pma_iem_and_nothing_frozen(tiny_llama, teacher, term):
     model = make_student(tiny_llama)
-    loss = D2LLMDistillLoss(model, task="asymmetric", teacher=teacher, **only(term))
-    features, labels = collate(model, ROWS, with_features=term == "feature_imitation")
+    loss = D2LLMDistillLoss(model, task="asymmetric", **only(term))
+    features, labels = collate(model, ROWS, with_features=term == "feature_imitation", teacher=teacher)
     loss(features, labels)[term].backward()
 
     grads = {name: p.grad.abs().max().item() for name, p in model.named_parameters() if p.grad is not None}
@@ -199,8 +205,8 @@ def test_symmetric_task_trains_the_symmetric_branch(tiny_llama):
 @pytest.mark.parametrize("term", TERMS)
 def test_each_term_decreases_over_a_few_steps(tiny_llama, teacher, term):
     model = make_student(tiny_llama)
-    loss = D2LLMDistillLoss(model, task="asymmetric", teacher=teacher, **only(term))
-    features, labels = collate(model, ROWS, with_features=term == "feature_imitation")
+    loss = D2LLMDistillLoss(model, task="asymmetric", **only(term))
+    features, labels = collate(model, ROWS, with_features=term == "feature_imitation", teacher=teacher)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     values = []
     for _ in range(8):
@@ -212,13 +218,30 @@ def test_each_term_decreases_over_a_few_steps(tiny_llama, teacher, term):
     assert values[-1] < 0.9 * values[0], values
 
 
-def test_trainable_parameters(tiny_llama):
+def test_trainable_parameters_are_decided_when_the_student_is_built(tiny_llama, tmp_path):
     model = make_student(tiny_llama, lora_r=None)
-    D2LLMDistillLoss(model)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.pma.parameters()) and all(p.requires_grad for p in model.iem.parameters())
-    D2LLMDistillLoss(model, train_backbone=True)
-    assert all(p.requires_grad for p in model.backbone.parameters())
+    trained_whole = make_student(tiny_llama, lora_r=None, train_backbone=True)
+    assert all(p.requires_grad for p in trained_whole.backbone.parameters())
+    with_lora = make_student(tiny_llama)
+    assert {n for n, p in with_lora.backbone.named_parameters() if p.requires_grad} == {
+        n for n, _ in with_lora.backbone.named_parameters() if "lora_" in n
+    }
+    # The setting is saved with the backbone: a reloaded student trains the same parameters.
+    trained_whole.save_pretrained(str(tmp_path / "whole"))
+    assert all(p.requires_grad for p in D2LLM(str(tmp_path / "whole"), device="cpu").backbone.parameters())
+
+
+@pytest.mark.parametrize("train_backbone", [False, True])
+@pytest.mark.parametrize("lora_r", [None, 4])
+def test_building_the_loss_leaves_requires_grad_alone(tiny_llama, lora_r, train_backbone):
+    model = make_student(tiny_llama, lora_r=lora_r, train_backbone=train_backbone)
+    for name, parameter in model.named_parameters():  # a mix the loss would have "corrected" before
+        parameter.requires_grad = hash(name) % 2 == 0
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    D2LLMDistillLoss(model, false_negative_filter=DynamicFalseNegativeFilter(), word_level_weight=0.5)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
 
 
 def test_features_enable_feature_imitation_and_missing_features_warn(tiny_llama, caplog):
@@ -249,13 +272,20 @@ def test_bad_inputs_are_named(tiny_llama):
         D2LLMDistillLoss(model, task="retrieval")
 
 
-def test_word_level_needs_the_raw_texts(tiny_llama, teacher):
+def test_word_level_needs_the_collators_alignment(tiny_llama, teacher, caplog):
     model = make_student(tiny_llama)
-    loss = D2LLMDistillLoss(model, teacher=teacher)
-    features, labels = collate(model, ROWS)
-    stripped = [{k: v for k, v in f.items() if k not in ("text", "prompt")} for f in features]
-    with pytest.raises(ValueError, match="D2LLMDataCollator"):
-        loss(stripped, labels)
+    loss = D2LLMDistillLoss(model)
+    features, labels = collate(model, ROWS, teacher=teacher)
+    assert "word_level" in loss(features, labels)
+    stripped = [{k: v for k, v in f.items() if k not in ("word_attention", "word_mask")} for f in features]
+    with caplog.at_level(logging.WARNING):
+        assert "word_level" not in loss(stripped, labels)
+    assert "D2LLMDataCollator" in caplog.text and "word_alignment" in caplog.text
+    with pytest.raises(ValueError, match="'anchor' and 'positive' columns"):
+        D2LLMDataCollator(
+            preprocess_fn=model.preprocess,
+            word_alignment=WordAlignment(teacher, model.backbone.tokenizer, model.backbone.max_seq_length),
+        )([{"query": "the cat", "document": "a cat sat", "label": [0.9]}])
 
 
 @pytest.mark.parametrize("mode", ["drop", "to_positive"])
@@ -265,7 +295,7 @@ def test_false_negatives_leave_or_join_the_positives(tiny_llama, mode):
     loss = D2LLMDistillLoss(model, false_negative_filter=false_negative_filter, beta=0.0, gamma=0.0, eta=0.0)
     features, labels = collate(model, ROWS)
     terms = loss(features, labels)
-    np.testing.assert_allclose(loss.observed_positive_scores[0], [0.9, 0.8, 0.95], atol=1e-6)
+    np.testing.assert_allclose(false_negative_filter.pending[0], [0.9, 0.8, 0.95], atol=1e-6)
 
     with torch.no_grad():
         embeddings = [model(dict(f))["sentence_embedding"] for f in features]
@@ -316,19 +346,15 @@ def test_gradient_checkpointing_keeps_lora_gradients(tiny_llama):
 @pytest.mark.slow
 def test_word_level_alignment_with_the_real_tokenizer_and_chat_template(smollm2):
     """SmolLM2's BPE tokenizer and chat template: every student text token finds its teacher token."""
-    from d2llm_st.losses.word_level import TeacherAttention
     from d2llm_st.teacher import LLMTeacher
 
     model = D2LLM.from_llm(smollm2, lora_r=4, max_seq_length=64, query_prompt="Query: ", passage_prompt="Passage: ")
-    teacher_attention = TeacherAttention(LLMTeacher(smollm2, device="cpu"), "asymmetric", model.backbone.tokenizer)
+    alignment = WordAlignment(LLMTeacher(smollm2, device="cpu"), model.backbone.tokenizer, 64, "asymmetric")
     queries = ["how are glacier caves formed?", "Who wrote   Hamlet , the play?"]
     passages = ["A glacier cave is a cave formed within the ice of a glacier.", "Hamlet is a tragedy by Shakespeare."]
-    query_features = {**model.preprocess(queries, prompt="Query: "), "text": queries, "prompt": "Query: "}
-    passage_features = {**model.preprocess(passages, prompt="Passage: "), "text": passages, "prompt": "Passage: "}
-    widths = query_features["input_ids"].shape[1], passage_features["input_ids"].shape[1]
-    attention, passage_mask = teacher_attention.aligned(
-        query_features, passage_features, model.backbone.tokenizer, 64, *widths
-    )
+    query_features = model.preprocess(queries, prompt="Query: ")
+    passage_features = model.preprocess(passages, prompt="Passage: ")
+    attention, passage_mask = alignment(queries, passages, query_features, passage_features, "Query: ", "Passage: ")
     tokenizer = model.backbone.tokenizer
     prompt_tokens = {"Query", ":", "Pass", "age"}
     for b in range(2):
@@ -342,7 +368,11 @@ def test_word_level_alignment_with_the_real_tokenizer_and_chat_template(smollm2)
             bool(m) and t not in prompt_tokens for t, m in zip(passage_tokens, passage_features["attention_mask"][b])
         ]
         assert passage_mask[b].tolist() == expected
-    assert len(teacher_attention._cache) == 2
+    assert len(alignment.attention["asymmetric"]._cache) == 2
+
+
+def filters_of(losses: dict[str, D2LLMDistillLoss]) -> dict:
+    return {name: loss.false_negative_filter for name, loss in losses.items()}
 
 
 def test_filter_callback_updates_saves_and_restores_the_threshold(tiny_llama, tmp_path):
@@ -356,22 +386,107 @@ def test_filter_callback_updates_saves_and_restores_the_threshold(tiny_llama, tm
         "c": D2LLMDistillLoss(model, false_negative_filter=DynamicFalseNegativeFilter()),
         "d": D2LLMDistillLoss(model),
     }
-    callback = FalseNegativeFilterCallback(losses, every_n_steps=None)
-    assert list(callback.groups) == ["a+b", "c"]
+    callback = FalseNegativeFilterCallback(filters_of(losses), every_n_steps=None)
+    assert list(callback.filters) == ["a+b", "c"]
     features, labels = collate(model, ROWS)
     assert shared.theta is None
     losses["a"](features, labels)  # no threshold yet: nothing flagged, positives recorded
-    assert shared.flagged == 0 and len(losses["a"].observed_positive_scores) == 1
+    assert shared.flagged == 0 and len(shared.pending) == 1
     callback.update(step=3)
     assert shared.theta == pytest.approx(0.9) and callback.history == {"a+b": [(3, pytest.approx(0.9))], "c": []}
-    assert losses["a"].observed_positive_scores == [] and losses["c"].false_negative_filter.theta is None
+    assert shared.pending == [] and losses["c"].false_negative_filter.theta is None
 
+    losses["b"](features, labels)  # observed after the update, not yet used: kept in the checkpoint too
     callback.save_state(str(tmp_path))
     fresh = DynamicFalseNegativeFilter(quantile=0.5)
     restored = FalseNegativeFilterCallback(
-        {name: D2LLMDistillLoss(model, false_negative_filter=fresh) for name in ("a", "b")}
+        filters_of({name: D2LLMDistillLoss(model, false_negative_filter=fresh) for name in ("a", "b")})
     )
     restored.load_state(str(tmp_path))
     assert fresh.theta == pytest.approx(0.9) and restored.history["a+b"] == callback.history["a+b"]
+    assert list(fresh.recent) == list(shared.recent) and len(fresh.pending) == 1
+    assert fresh.update(step=4) == shared.update(step=4)  # the resumed filter continues where it stopped
     with pytest.raises(ValueError, match="every_n_steps"):
-        FalseNegativeFilterCallback(losses, every_n_steps=0)
+        FalseNegativeFilterCallback(filters_of(losses), every_n_steps=0)
+
+
+def reference_in_loss_alignment(teacher, tokenizer, max_length, query_features, passage_features):
+    """What ``D2LLMDistillLoss`` computed inside ``forward`` before the alignment moved to the collator (the old
+    ``TeacherAttention.aligned``): re-tokenize ``prompt + text`` of the anchor and positive columns, find each
+    text token's padded position, and map the teacher's attention onto them."""
+    from d2llm_st.training.word_alignment import TeacherAttention, align_pair_attention, student_text_spans
+
+    def positions(features):
+        encoded = student_text_spans(tokenizer, features["text"], features["prompt"], max_length)
+        input_ids, mask = features["input_ids"], features["attention_mask"].bool()
+        rows = []
+        for b, (ids, spans) in enumerate(encoded):
+            found = mask[b].nonzero().squeeze(-1)
+            assert input_ids[b, found].tolist() == ids
+            rows.append((found.numpy(), spans))
+        return rows
+
+    attentions = TeacherAttention(teacher, "asymmetric", tokenizer)(query_features["text"], passage_features["text"])
+    query_rows, passage_rows = positions(query_features), positions(passage_features)
+    batch, width_q = len(attentions), query_features["input_ids"].shape[1]
+    width_p = passage_features["input_ids"].shape[1]
+    aligned = np.zeros((batch, width_q, width_p), dtype=np.float32)
+    passage_mask = np.zeros((batch, width_p), dtype=bool)
+    for b, attention in enumerate(attentions):
+        (query_positions, query_spans), (passage_positions, passage_spans) = query_rows[b], passage_rows[b]
+        aligned[b][np.ix_(query_positions, passage_positions)] = align_pair_attention(
+            attention, query_spans, passage_spans
+        )
+        passage_mask[b, passage_positions] = [span is not None for span in passage_spans]
+    return torch.from_numpy(aligned), torch.from_numpy(passage_mask)
+
+
+# A negative longer than every positive (the positive's width must still be its own column's).
+LONG_NEGATIVE_ROWS = [dict(ROWS[0], negative_2="the cat sat on the mat and the dog ran in the river and the sea")]
+LONG_NEGATIVE_ROWS += ROWS[1:]
+
+
+@pytest.mark.parametrize("rows", [ROWS, LONG_NEGATIVE_ROWS], ids=["positives-widest", "negative-widest"])
+@pytest.mark.parametrize(("padding_side", "max_seq_length"), [("right", 512), ("left", 6)])
+def test_collator_alignment_equals_the_old_in_loss_alignment(tiny_llama, teacher, padding_side, max_seq_length, rows):
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(
+        tiny_llama,
+        lora_r=4,
+        pma_heads=4,
+        iem_hidden_dim=16,
+        query_prompt=PROMPTS["query"],
+        passage_prompt=PROMPTS["passage"],
+        padding_side=padding_side,
+        max_seq_length=max_seq_length,  # 6 truncates most texts: the alignment must follow the cut
+        device="cpu",
+        model_kwargs={"dtype": torch.float32},
+    ).eval()
+    features, labels = collate(model, rows, teacher=teacher)
+    tokenizer = model.backbone.tokenizer
+    old_style = [
+        {**features[0], "text": [row["anchor"] for row in rows], "prompt": PROMPTS["query"]},
+        {**features[1], "text": [row["positive"] for row in rows], "prompt": PROMPTS["passage"]},
+    ]
+    expected_attention, expected_mask = reference_in_loss_alignment(teacher, tokenizer, max_seq_length, *old_style)
+    assert expected_attention.sum() > 0 and expected_mask.any()
+    assert torch.equal(features[0]["word_attention"], expected_attention)
+    assert torch.equal(features[1]["word_mask"], expected_mask)
+
+    # And the loss term is the one the old loss computed from that alignment (the anchor and the positive in a
+    # forward pass of their own, for their token states).
+    from d2llm_st.losses import word_level_loss
+
+    loss = D2LLMDistillLoss(model, **only("word_level"))
+    with torch.no_grad():
+        term = loss(features, labels)["word_level"]
+        anchor = model({k: v for k, v in features[0].items() if k != "word_attention"})
+        positive = model({k: v for k, v in features[1].items() if k != "word_mask"})
+        old = word_level_loss(
+            anchor["token_embeddings"],
+            positive["token_embeddings"],
+            expected_attention,
+            expected_mask & positive["attention_mask"].bool(),
+            loss.word_level_temperature,
+        )
+    assert term.item() == pytest.approx(old.item(), rel=1e-6)

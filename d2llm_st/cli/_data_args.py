@@ -6,8 +6,7 @@ import argparse
 
 from d2llm_st.cli._types import existing_path, positive_int
 from d2llm_st.errors import UserError
-
-KINDS = ("nli", "sts", "beir")
+from d2llm_st.tasks import DATASET_KINDS
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
@@ -15,7 +14,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) 
     (with ``multiple``: one value for every set, or one per set), ``--balance``, ``--seed``."""
     action = "append" if multiple else "store"
     again = " Repeat --kind/--data to use several sets." if multiple else ""
-    parser.add_argument("--kind", choices=KINDS, required=True, action=action, help="nli / sts file, or beir." + again)
+    parser.add_argument(
+        "--kind", choices=list(DATASET_KINDS), required=True, action=action, help="nli / sts file, or beir." + again
+    )
     parser.add_argument(
         "--data",
         required=True,
@@ -29,10 +30,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) 
             "--limit",
             type=positive_int,
             action="append",
-            help="Use at most this many pairs per set (seeded sample): once for every set, or once per --data.",
+            help="Use at most this many pairs per set (a seeded random subset, in file order): once for every set, or "
+            "once per --data.",
         )
     else:
-        parser.add_argument("--limit", type=positive_int, help="Use at most this many pairs (seeded sample).")
+        parser.add_argument(
+            "--limit", type=positive_int, help="Use at most this many pairs (a seeded random subset, in file order)."
+        )
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -44,9 +48,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, multiple: bool = False) 
 
 def read_labelled_pairs(args: argparse.Namespace) -> list:
     """Labelled pairs (entailment / relevant = 1, contradiction / incorrect = 0, STS scores soft) from the args."""
-    import random
-
     from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli, read_sts, sts_pairs
+    from d2llm_st.data.sampling import subsample
 
     kinds = args.kind if isinstance(args.kind, list) else [args.kind]
     paths = args.data if isinstance(args.data, list) else [args.data]
@@ -65,15 +68,16 @@ def read_labelled_pairs(args: argparse.Namespace) -> list:
             found = sts_pairs(read_sts(path))
         else:
             found = beir_pairs(read_beir(path, args.split))
-        rng = random.Random(args.seed)
         if args.balance:
             positives = [pair for pair in found if pair.label >= 0.5]
             negatives = [pair for pair in found if pair.label < 0.5]
             each = min(len(positives), len(negatives), *([limit // 2] if limit is not None else []))
             if each == 0:
                 raise UserError(f"--balance: {path} has no positive or no negative pairs to balance.")
-            found = rng.sample(positives, each) + rng.sample(negatives, each)
-        elif limit is not None and len(found) > limit:
-            found = rng.sample(found, limit)
+            found = subsample(positives, each, args.seed, "positives") + subsample(
+                negatives, each, args.seed, "negatives"
+            )
+        else:
+            found = subsample(found, limit, args.seed, f"{kind} pairs")
         pairs += found
     return pairs

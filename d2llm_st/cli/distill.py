@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
         config.check_inputs()
 
     from d2llm_st.training import distill
-    from d2llm_st.training.evaluation import HEADLINE_METRICS
 
     result = distill(config, resume=not args.no_resume, overwrite=args.overwrite)
     finished = "   (already finished: read back, nothing trained; --overwrite trains it again)"
@@ -72,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print("| set | metric | value |\n|---|---|---|")
     for eval_set in config.evaluation.sets:
-        metric = HEADLINE_METRICS[eval_set.type]
+        metric = result.primary_metrics[eval_set.name]  # the evaluator's primary_metric
         print(f"| {eval_set.name} | {metric} | {result.scores[eval_set.name][metric]:.4f} |")
     return 0

@@ -7,9 +7,10 @@ answer-selection):
   nli               AUC, average precision and best-threshold accuracy of entailment vs contradiction.
   ir                Cosine search over the corpus, then the model reranks the top --candidate-k:
                     NDCG@10, MRR@10, MAP, Recall@100 (and the first stage's own figures).
-  answer-selection  Rank each question's candidate list (candidates/<split>.tsv): MAP, MRR, NDCG@10.
+  answer-selection  Rank each question's candidate list (candidates/<split>.tsv): NDCG@10, MAP, MRR.
 
 Scores: a D2LLM uses its IEM, a bi-encoder cosine, a CrossEncoder ``predict``, a teacher ``P(yes)``.
+The first metric named is each evaluator's primary metric (marked in the output).
 --model-type is detected from the saved folder when left at auto.
 
 Example:
@@ -23,11 +24,10 @@ import json
 import os
 
 from d2llm_st.cli._types import existing_path, positive_int
+from d2llm_st.tasks import EVAL_TYPES
 
 COMMAND = "eval"
 HELP = "Evaluate a model (D2LLM, bi-encoder, cross-encoder, teacher) on STS, NLI, IR or answer selection."
-
-TASKS = ("sts", "nli", "ir", "answer-selection")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "d2llm", "bi-encoder", "cross-encoder", "teacher"],
         help="How to load and score with the model (default: detected from the folder).",
     )
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=list(EVAL_TYPES))
     parser.add_argument("--data", required=True, type=existing_path, help="Data file or folder (see above).")
     parser.add_argument("--split", default="test", help="Split to evaluate (default: test).")
     parser.add_argument(
@@ -66,17 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="Write the metrics and the run's settings to this JSON file.")
 
 
-def pairs_file(path: str, split: str) -> str:
-    """``path`` itself, or the ``<split>`` file inside the folder ``path``."""
-    if not os.path.isdir(path):
-        return path
-    for extension in (".jsonl.gz", ".jsonl", ".csv", ".tsv"):
-        candidate = os.path.join(path, split + extension)
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError(f"{path} has no {split}.jsonl.gz / .jsonl / .csv / .tsv; pass the file or --split.")
-
-
 def resolved_model_type(path: str, requested: str) -> str:
     """``requested``, or the type detected from the folder ``path`` when it is ``auto``."""
     from d2llm_st.evaluation.scorers import detect_model_type
@@ -84,38 +73,32 @@ def resolved_model_type(path: str, requested: str) -> str:
     return detect_model_type(path) if requested == "auto" else requested
 
 
-def build_evaluator(args: argparse.Namespace, name: str):
-    from d2llm_st.evaluation import (
-        IEMBinaryClassificationEvaluator,
-        IEMInformationRetrievalEvaluator,
-        IEMRerankingEvaluator,
-        IEMSimilarityEvaluator,
-        load_scorer,
-    )
+def build_evaluator(args: argparse.Namespace, name: str = ""):
+    """The evaluator the arguments ask for (:func:`d2llm_st.evaluation.build_evaluator`)."""
+    from d2llm_st.evaluation import build_evaluator as build
+    from d2llm_st.evaluation import load_scorer
 
-    common = dict(name=name, batch_size=args.batch_size, write_csv=False)
-    if args.task == "sts":
-        return IEMSimilarityEvaluator.from_file(pairs_file(args.data, args.split), limit=args.limit, **common)
-    if args.task == "nli":
-        return IEMBinaryClassificationEvaluator.from_nli_file(pairs_file(args.data, args.split), args.limit, **common)
-    if args.task == "answer-selection":
-        return IEMRerankingEvaluator.from_beir(args.data, args.split, limit=args.limit, **common)
     first_stage = None
-    if args.first_stage:
+    if args.task == "ir" and args.first_stage:
         first_stage = load_scorer(args.first_stage, args.first_stage_type, args.device, args.batch_size)
-    return IEMInformationRetrievalEvaluator.from_beir(
+    return build(
+        args.task,
         args.data,
-        args.split,
+        split=args.split,
+        name=name,
         limit=args.limit,
-        max_corpus=args.max_corpus,
         candidate_k=args.candidate_k,
+        max_corpus=args.max_corpus,
         first_stage=first_stage,
-        **common,
+        batch_size=args.batch_size,
+        show_progress_bar=None,
+        write_csv=False,
     )
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    """Load, evaluate, and return ``{"settings": ..., "metrics": ...}`` (unprefixed metric names)."""
+    """Load, evaluate, and return ``{"settings": ..., "metrics": ...}`` (unprefixed metric names; the settings name
+    the evaluator's ``primary_metric``)."""
     import time
 
     from d2llm_st.errors import UserError
@@ -129,7 +112,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         if kind in ("cross-encoder", "teacher"):
             raise UserError(f"a {kind} cannot search a corpus; pass --first-stage PATH (a bi-encoder or D2LLM).")
 
-    from d2llm_st.evaluation import load_scorer
+    from d2llm_st.evaluation import headline_metric, load_scorer
 
     evaluator = build_evaluator(args, name="")
     scorer = load_scorer(path, args.model_type, args.device, args.batch_size)
@@ -143,6 +126,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "data": args.data,
         "split": args.split,
         "limit": args.limit,
+        "primary_metric": headline_metric(evaluator),
         "seconds": round(time.perf_counter() - start, 1),
     }
     if args.task == "ir":
@@ -163,7 +147,10 @@ def format_result(result: dict) -> str:
     if settings["task"] == "ir":
         lines[0] += f" (candidate_k={settings['candidate_k']}, first stage: {settings['first_stage']})"
     width = max(len(key) for key in metrics)
-    lines += [f"  {key:<{width}}  {value:.4f}" for key, value in metrics.items()]
+    primary = settings.get("primary_metric")
+    lines += [
+        f"  {key:<{width}}  {value:.4f}{'  (primary)' if key == primary else ''}" for key, value in metrics.items()
+    ]
     return "\n".join(lines)
 
 

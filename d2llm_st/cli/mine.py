@@ -1,14 +1,16 @@
 """Build D2LLM training rows: mine K hard negatives per anchor and score every (anchor, candidate) with a teacher.
 
 Writes a HF datasets folder with columns anchor, positive, negative_1..K and label (the teacher's
-P(yes) per candidate; see docs/data.md), ready for SentenceTransformerTrainer. Teacher scores are
-cached (--cache) and bi-encoder embeddings too (OUTPUT.embeddings), so an interrupted run resumes
-without re-scoring; the dataset is written to OUTPUT.tmp and renamed when complete, and an existing
-OUTPUT is kept unless --overwrite is given.
+P(yes) per candidate; see docs/data.md), ready for SentenceTransformerTrainer, plus d2llm_rows.json
+(kind, K, teacher). `d2llm distill` trains on it: give the folder as a dataset's path (same type and
+num_negatives). Teacher scores are cached (--cache) and bi-encoder embeddings too (OUTPUT.embeddings),
+so an interrupted run resumes without re-scoring; the dataset is written to OUTPUT.tmp and renamed when
+complete, and an existing OUTPUT is kept unless --overwrite is given.
 
 Example:
   d2llm mine --teacher runs/teacher --kind beir --data scifact --split train --num-negatives 7 \
       --method bm25 --range-max 50 --cache runs/scores.sqlite --output runs/scifact-train
+  # then, in the distill config: datasets: [{name: scifact, type: beir, path: runs/scifact-train, num_negatives: 7}]
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import shutil
 
     from d2llm_st.errors import UserError
     from d2llm_st.model_paths import resolve_model_path
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     teacher_path = resolve_model_path(args.teacher, "--teacher")
     mining_model = resolve_model_path(args.mining_model, "--mining-model") if args.mining_model else None
 
-    from d2llm_st.data import build_distillation_dataset
+    from d2llm_st.data import build_distillation_dataset, save_distillation_rows
     from d2llm_st.teacher import load_teacher
 
     teacher = load_teacher(teacher_path, **({"cache": args.cache} if args.cache else {}))
@@ -78,10 +79,16 @@ def run(args: argparse.Namespace) -> int:
         mining_cache=f"{args.output}.embeddings" if args.method == "bi-encoder" else None,
         seed=args.seed,
     )
-    staging = f"{args.output}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    dataset.save_to_disk(staging)
-    shutil.rmtree(args.output, ignore_errors=True)
-    os.replace(staging, args.output)
+    save_distillation_rows(
+        dataset,
+        args.output,
+        kind=args.kind,
+        teacher=teacher,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        method=args.method,
+        seed=args.seed,
+    )
     print(f"{len(dataset)} rows x {len(dataset.column_names)} columns saved to {args.output}")
     return 0

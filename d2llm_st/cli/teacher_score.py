@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     teacher_path = resolve_model_path(args.teacher, "--teacher")
 
     from d2llm_st import distributed
-    from d2llm_st.data.distillation import KINDS
     from d2llm_st.evaluation import binary_classification
+    from d2llm_st.tasks import dataset_task
     from d2llm_st.teacher import load_teacher
     from d2llm_st.teacher.sharded import score_sharded, shard_folder
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     scores = score_sharded(
         teacher,
         [(p.text_a, p.text_b) for p in pairs],
-        KINDS[args.kind],
+        dataset_task(args.kind),
         dist=dist,
         cache=cache,
         batch_size=args.batch_size,

@@ -14,21 +14,30 @@ Where the rows come from:
 - ``sts``: anchor / positive = a pair with normalised score >= ``positive_threshold``; negatives mined.
 - ``beir``: anchor = query, positive = each qrels-relevant passage, negatives = the query's incorrect
   answer-selection candidates first (when the set has ``candidates/``), then mined from the corpus.
+
+Saved rows (``d2llm mine``): :func:`save_distillation_rows` writes a ``datasets`` folder plus
+``d2llm_rows.json`` (kind, task, K, teacher, whether features are stored), and :func:`load_distillation_rows`
+reads it back with checks, which is how ``d2llm distill`` trains on a dataset whose ``path`` is such a folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import random
+import os
+import shutil
 from typing import Any
 
 from d2llm_st.data.mining import mine_negatives
 from d2llm_st.data.readers import read_beir, read_nli, read_sts
+from d2llm_st.data.sampling import subsample, subsample_indices
 from d2llm_st.errors import UserError
+from d2llm_st.tasks import check_dataset_kind, dataset_task
 
 logger = logging.getLogger(__name__)
 
-KINDS = {"nli": "symmetric", "sts": "symmetric", "beir": "asymmetric"}
+ROWS_INFO_NAME = "d2llm_rows.json"
+"""What a saved folder of distillation rows says about itself (see :func:`save_distillation_rows`)."""
 
 
 def _nli_groups(path: str) -> list[tuple[str, str, list[str]]]:
@@ -86,7 +95,7 @@ def build_distillation_dataset(
         path, split: Where the data is (``split`` selects ``qrels/<split>.tsv`` for ``beir``).
         teacher: Any :class:`~d2llm_st.teacher.Teacher` (its score cache makes rebuilding cheap).
         num_negatives: ``K``. Anchors that cannot get ``K`` negatives are left out, with a warning.
-        limit: Keep at most this many rows (a seeded random sample).
+        limit: Keep at most this many anchor / positive pairs (:func:`~d2llm_st.data.sampling.subsample`).
         return_features: Also store the teacher's features in ``label`` (for feature imitation).
         batch_size: Teacher batch size (``None``: the teacher's default).
         mining: ``bm25``, ``bi-encoder`` (needs ``mining_model``) or ``none`` (only the data's own negatives).
@@ -97,8 +106,7 @@ def build_distillation_dataset(
     """
     from datasets import Dataset
 
-    if kind not in KINDS:
-        raise UserError(f"Unknown dataset kind {kind!r}; use one of {sorted(KINDS)}.")
+    task = dataset_task(kind)
     if teacher is None:
         raise ValueError("build_distillation_dataset needs a teacher to score the (anchor, candidate) pairs.")
     if num_negatives < 1:
@@ -116,8 +124,7 @@ def build_distillation_dataset(
     positives_of: dict[str, set[str]] = {}
     for anchor, positive, _ in groups:  # every positive of an anchor, so none is mined as its negative
         positives_of.setdefault(anchor, set()).add(positive)
-    if limit is not None and len(groups) > limit:
-        groups = random.Random(seed).sample(groups, limit)
+    groups = subsample(groups, limit, seed, f"{kind} anchors")
 
     negatives = [list(dict.fromkeys(wrong))[:num_negatives] for _, _, wrong in groups]
     need = [i for i, found in enumerate(negatives) if len(found) < num_negatives]
@@ -158,7 +165,7 @@ def build_distillation_dataset(
     pairs = [(anchor, candidate) for anchor, candidates in rows for candidate in candidates]
     score_kwargs = {} if batch_size is None else {"batch_size": batch_size}
     output = teacher.score(
-        pairs, task=KINDS[kind], return_features=return_features, show_progress_bar=show_progress_bar, **score_kwargs
+        pairs, task=task, return_features=return_features, show_progress_bar=show_progress_bar, **score_kwargs
     )
     width = num_negatives + 1
     columns: dict[str, list] = {"anchor": [anchor for anchor, _ in rows], "positive": [c[0] for _, c in rows]}
@@ -174,3 +181,90 @@ def build_distillation_dataset(
         columns["label"] = scores.tolist()
     logger.info(f"Built {len(rows)} {kind} distillation rows with {num_negatives} negatives each from {path}")
     return Dataset.from_dict(columns)
+
+
+def row_columns(num_negatives: int) -> list[str]:
+    """The columns of distillation rows with ``K = num_negatives``: anchor, positive, negative_1..K, label."""
+    return ["anchor", "positive", *(f"negative_{k + 1}" for k in range(num_negatives)), "label"]
+
+
+def is_distillation_rows(path: str) -> bool:
+    """Whether ``path`` is a folder of rows saved by :func:`save_distillation_rows` (``d2llm mine``)."""
+    return os.path.isfile(os.path.join(path, ROWS_INFO_NAME))
+
+
+def save_distillation_rows(dataset, path: str, kind: str, teacher: Any = None, **info: Any) -> dict[str, Any]:
+    """Save rows built by :func:`build_distillation_dataset` to the folder ``path``, atomically.
+
+    The ``datasets`` folder (``save_to_disk``) gets a ``d2llm_rows.json`` beside it: ``kind``, its ``task``,
+    ``num_negatives``, whether the labels hold teacher ``features``, the ``rows`` count, the ``teacher``'s identity
+    and any further ``info`` (e.g. the source data and mining settings). It is written to ``path.tmp`` and renamed
+    when complete, so a kill never leaves a half-written folder at ``path``.
+
+    Returns:
+        What ``d2llm_rows.json`` holds.
+    """
+    kind = check_dataset_kind(kind)
+    negatives = [column for column in dataset.column_names if column.startswith("negative_")]
+    if dataset.column_names != row_columns(len(negatives)):
+        raise ValueError(f"Distillation rows have columns {row_columns(len(negatives))}, got {dataset.column_names}.")
+    first = dataset[0]["label"] if len(dataset) else []
+    rows_info = {
+        "kind": kind,
+        "task": dataset_task(kind),
+        "num_negatives": len(negatives),
+        "features": bool(first) and isinstance(first[0], list),
+        "rows": len(dataset),
+        "teacher": getattr(teacher, "identity", teacher),
+        **info,
+    }
+    staging = f"{os.path.normpath(path)}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset.save_to_disk(staging)
+    with open(os.path.join(staging, ROWS_INFO_NAME), "w", encoding="utf-8") as f:
+        json.dump(rows_info, f, indent=2)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staging, path)
+    return rows_info
+
+
+def load_distillation_rows(
+    path: str, kind: str | None = None, num_negatives: int | None = None, limit: int | None = None, seed: int = 0
+):
+    """Read rows saved by :func:`save_distillation_rows` (``d2llm mine --output``), checked against what the
+    caller expects.
+
+    Args:
+        path: The folder.
+        kind: The expected dataset kind (``nli``, ``sts``, ``beir``); another kind is refused.
+        num_negatives: The expected ``K``; another is refused.
+        limit: Keep a seeded subset of this many rows (:func:`~d2llm_st.data.sampling.subsample`).
+        seed: The seed of that subset.
+
+    Returns:
+        ``(dataset, info)``: the ``datasets.Dataset`` and what ``d2llm_rows.json`` says.
+
+    Raises:
+        UserError: not such a folder, or its kind or ``K`` differ from the expected ones (the message names both).
+    """
+    from datasets import load_from_disk
+
+    if not is_distillation_rows(path):
+        raise UserError(
+            f"{path} is not a folder of distillation rows ({ROWS_INFO_NAME} is missing): write one with "
+            "`d2llm mine --output`, or give a raw nli / sts file or BEIR folder."
+        )
+    with open(os.path.join(path, ROWS_INFO_NAME), encoding="utf-8") as f:
+        rows_info = json.load(f)
+    if kind is not None and check_dataset_kind(kind) != rows_info["kind"]:
+        raise UserError(f"{path} holds {rows_info['kind']} rows (mined with --kind {rows_info['kind']}), not {kind}.")
+    if num_negatives is not None and num_negatives != rows_info["num_negatives"]:
+        raise UserError(
+            f"{path} holds rows with {rows_info['num_negatives']} negatives, not num_negatives={num_negatives}: "
+            f"set num_negatives to {rows_info['num_negatives']}, or mine again with --num-negatives {num_negatives}."
+        )
+    dataset = load_from_disk(path)
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.select(subsample_indices(len(dataset), limit, seed))
+    logger.info(f"Read {len(dataset)} {rows_info['kind']} distillation rows from {path}")
+    return dataset, rows_info

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from d2llm_st.data.readers import BEIRDataset
-from d2llm_st.modules.iem import check_task
+from d2llm_st.tasks import check_task
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.data.readers import read_sts
+from d2llm_st.data.sampling import subsample
 from d2llm_st.errors import UserError
 from d2llm_st.evaluation.metrics import correlation
 from d2llm_st.model_paths import resolve_model_path
@@ -216,7 +216,7 @@ def find_turning_point(
         if limit < 2:
             raise UserError(f"limit must be at least 2 pairs to compute a correlation, got {limit}.")
         if limit < len(rows):
-            rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+            rows = subsample(rows, limit, seed, "STS pairs")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = backbone_dtype(device)
     backbone = LLMBackbone(

@@ -1,16 +1,16 @@
-"""What the pair evaluators share: the sentence-transformers evaluator contract, CSV logs, subsampling."""
+"""What the pair evaluators share: the sentence-transformers evaluator contract, CSV logs, subsets."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
-import random
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
+from d2llm_st.data.sampling import subsample
 from d2llm_st.evaluation.scorers import Scorer, as_scorer
 
 logger = logging.getLogger(__name__)
@@ -18,19 +18,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def subsample(items: Sequence[T], limit: int | None, what: str, seed: int = 0) -> list[T]:
-    """``limit`` items drawn at random (fixed seed, original order kept); all of them if ``limit`` is None.
-
-    Data files are often sorted (STS-B test by genre), so taking the first rows would bias the figure.
-    """
-    items = list(items)
-    if limit is None or limit >= len(items):
-        return items
-    if limit <= 0:
-        raise ValueError(f"limit must be a positive number of {what}, got {limit}.")
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    logger.warning(f"Evaluating on {limit} of {len(items)} {what} (a fixed random subset): not the full-set figure.")
-    return [items[i] for i in keep]
+def evaluation_subset(items: Sequence[T], limit: int | None, what: str) -> list[T]:
+    """The evaluated subset: :func:`~d2llm_st.data.sampling.subsample` with seed 0 (a fixed random subset in the
+    original order; data files are often sorted, STS-B test by genre, so the first rows would bias the figure),
+    with a warning that the figure is not the full set's."""
+    kept = subsample(items, limit, seed=0, what=what)
+    if len(kept) < len(items):
+        logger.warning(
+            f"Evaluating on {len(kept)} of {len(items)} {what} (a fixed random subset): not the full-set figure."
+        )
+    return kept
 
 
 class PairEvaluator(BaseEvaluator):
@@ -42,6 +39,9 @@ class PairEvaluator(BaseEvaluator):
     """
 
     csv_name = "evaluation"
+    PRIMARY_METRIC: str
+    """The (unprefixed) name of the metric an evaluator of this class leads with by default: its
+    ``primary_metric``, and the headline figure of d2llm's tables, cards and CLI output."""
 
     def __init__(self, name: str = "", batch_size: int = 32, show_progress_bar: bool | None = None, write_csv=True):
         super().__init__()
@@ -49,6 +49,12 @@ class PairEvaluator(BaseEvaluator):
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self.write_csv = write_csv
+
+    @property
+    def headline_metric(self) -> str:
+        """:attr:`primary_metric` without the name prefix sentence-transformers adds to it after a call."""
+        prefix = f"{self.name}_" if self.name else ""
+        return self.primary_metric.removeprefix(prefix) if prefix else self.primary_metric
 
     def scorer(self, model: Any) -> Scorer:
         return as_scorer(model, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar)

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from d2llm_st.data.readers import read_nli
-from d2llm_st.evaluation.base import PairEvaluator, subsample
+from d2llm_st.evaluation.base import PairEvaluator, evaluation_subset
 from d2llm_st.evaluation.metrics import binary_classification
-from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.tasks import Task, check_task
 
 
 class IEMBinaryClassificationEvaluator(PairEvaluator):
@@ -16,7 +16,8 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
 
     The IEM counterpart of sentence-transformers' ``BinaryClassificationEvaluator``. For NLI,
     :meth:`from_nli_file` keeps entailment (1) and contradiction (0) pairs and drops neutral ones, as
-    D2LLM's NLI evaluation does. The primary metric is ``average_precision``.
+    D2LLM's NLI evaluation does. The primary metric is ``auc`` (the NLI figure d2llm reports; sentence-transformers'
+    evaluator leads with average precision, which is reported too).
 
     Args:
         sentences1, sentences2: The two sides of each pair (premise, hypothesis).
@@ -26,6 +27,7 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
     """
 
     csv_name = "iem_binary_classification_evaluation"
+    PRIMARY_METRIC = "auc"
 
     def __init__(
         self,
@@ -49,13 +51,13 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
         self.pairs = list(zip(sentences1, sentences2))
         self.labels = [int(label) for label in labels]
         self.task = check_task(task)
-        self.primary_metric = "average_precision"
+        self.primary_metric = self.PRIMARY_METRIC
 
     @classmethod
     def from_nli_file(cls, path: str, limit: int | None = None, **kwargs: Any) -> IEMBinaryClassificationEvaluator:
         """Entailment (1) vs contradiction (0) pairs of an NLI file; ``limit`` keeps a fixed random subset."""
         rows = [row for row in read_nli(path) if row["label"] != "neutral"]
-        rows = subsample(rows, limit, "entailment/contradiction pairs")
+        rows = evaluation_subset(rows, limit, "entailment/contradiction pairs")
         labels = [int(row["label"] == "entailment") for row in rows]
         return cls([r["premise"] for r in rows], [r["hypothesis"] for r in rows], labels, **kwargs)
 

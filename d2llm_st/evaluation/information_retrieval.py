@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from d2llm_st.data.readers import read_beir
-from d2llm_st.evaluation.base import PairEvaluator, subsample
+from d2llm_st.data.sampling import subsample
+from d2llm_st.evaluation.base import PairEvaluator, evaluation_subset
 from d2llm_st.evaluation.metrics import ranking
 from d2llm_st.evaluation.scorers import EmbeddingScorer, Scorer, as_scorer
 
@@ -43,6 +43,8 @@ class IEMInformationRetrievalEvaluator(PairEvaluator):
     """
 
     csv_name = "iem_information_retrieval_evaluation"
+    PRIMARY_METRIC = "ndcg@10"
+    """The primary metric with the default ``k=10`` (``ndcg@{k}`` in general)."""
 
     def __init__(
         self,
@@ -88,13 +90,14 @@ class IEMInformationRetrievalEvaluator(PairEvaluator):
         """From a BEIR folder. ``limit`` keeps a fixed random subset of queries; ``max_corpus`` shrinks the corpus
         to the kept queries' relevant documents plus random others (a quick check, not the benchmark figure)."""
         data = read_beir(folder, split)
-        query_ids = subsample(sorted(data.queries), limit, "queries")
+        query_ids = evaluation_subset(sorted(data.queries), limit, "queries")
         queries = {query: data.queries[query] for query in query_ids}
         corpus = data.corpus
         if max_corpus is not None and max_corpus < len(corpus):
             relevant = {doc for query in query_ids for doc in data.qrels[query] if doc in corpus}
             others = sorted(set(corpus) - relevant)
-            keep = relevant | set(random.Random(0).sample(others, max(0, min(len(others), max_corpus - len(relevant)))))
+            room = max_corpus - len(relevant)
+            keep = relevant | set(subsample(others, room, seed=0, what="other passages") if room > 0 else [])
             logger.warning(
                 f"Searching {len(keep)} of {len(corpus)} passages (max_corpus={max_corpus}, relevant ones kept): "
                 "scores are higher than on the full corpus."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from d2llm_st.data.readers import read_beir
-from d2llm_st.evaluation.base import PairEvaluator, subsample
+from d2llm_st.evaluation.base import PairEvaluator, evaluation_subset
 from d2llm_st.evaluation.metrics import ranking
 
 
@@ -14,10 +14,12 @@ class IEMRerankingEvaluator(PairEvaluator):
 
     The IEM counterpart of sentence-transformers' ``RerankingEvaluator`` and its sample format: each sample
     is ``{"query": str, "positive": [str, ...], "negative": [str, ...]}``. Samples without a positive are
-    skipped (they carry no ranking signal). The primary metric is ``map``; ``mrr`` has no cut-off.
+    skipped (they carry no ranking signal). The primary metric is ``ndcg@10``, as in sentence-transformers'
+    ``RerankingEvaluator``; ``mrr`` has no cut-off.
     """
 
     csv_name = "iem_reranking_evaluation"
+    PRIMARY_METRIC = "ndcg@10"
 
     def __init__(
         self,
@@ -35,7 +37,7 @@ class IEMRerankingEvaluator(PairEvaluator):
         self.samples = [sample for sample in samples if sample["positive"]]
         if not self.samples:
             raise ValueError("No sample has a positive candidate: nothing to rank.")
-        self.primary_metric = "map"
+        self.primary_metric = self.PRIMARY_METRIC
 
     @classmethod
     def from_beir(
@@ -59,7 +61,7 @@ class IEMRerankingEvaluator(PairEvaluator):
                     "negative": [data.corpus[doc] for doc, label in candidates.items() if label <= 0],
                 }
             )
-        return cls(subsample(samples, limit, "questions"), **kwargs)
+        return cls(evaluation_subset(samples, limit, "questions"), **kwargs)
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict:
         pairs, owners = [], []

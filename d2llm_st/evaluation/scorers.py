@@ -23,12 +23,11 @@ import torch
 from d2llm_st.errors import UserError
 from d2llm_st.model_folders import check_pair_scorer, inspect_folder, inspect_model
 from d2llm_st.model_paths import resolve_model_path
-from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.tasks import Task, check_role, check_task, ensure_pad_token, task_roles
 
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("d2llm", "bi-encoder", "cross-encoder", "teacher")
-ROLES = {"asymmetric": ("query", "passage"), "symmetric": ("symmetric", "symmetric")}
 
 
 class Scorer(ABC):
@@ -69,7 +68,7 @@ class EmbeddingScorer(Scorer):
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], task: Task) -> np.ndarray:
         """Embed every distinct text once per role, then score the pairs row-wise."""
-        role_a, role_b = ROLES[check_task(task)]
+        role_a, role_b = task_roles(task)
         sides = [[pair[0] for pair in pairs], [pair[1] for pair in pairs]]
         if role_a == role_b:  # symmetric: one pool of texts
             unique = list(dict.fromkeys(sides[0] + sides[1]))
@@ -114,7 +113,8 @@ class BiEncoderScorer(EmbeddingScorer):
     score_name = "cosine"
 
     def embed(self, texts: Sequence[str], role: str) -> torch.Tensor:
-        encode = {"query": self.model.encode_query, "passage": self.model.encode_document}.get(role, self.model.encode)
+        encoders = {"query": self.model.encode_query, "passage": self.model.encode_document}
+        encode = encoders.get(check_role(role), self.model.encode)
         return encode(
             list(texts), batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, convert_to_tensor=True
         )
@@ -156,13 +156,6 @@ class TeacherScorer(Scorer):
         return np.asarray(output.scores, dtype=np.float32)
 
 
-def _ensure_pad_token(model: Any) -> None:
-    """Decoder LLMs loaded as plain sentence-transformers models have no pad token; batching needs one."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None and getattr(tokenizer, "pad_token", "") is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-
-
 def as_scorer(
     model: Any, batch_size: int = 32, show_progress_bar: bool | None = None, name: str | None = None
 ) -> Scorer:
@@ -184,10 +177,10 @@ def as_scorer(
                 "This SentenceTransformer holds D2LLM modules but was loaded as a plain SentenceTransformer; "
                 "load it with d2llm_st.D2LLM(path) to score pairs with its IEM."
             )
-        _ensure_pad_token(model)
+        ensure_pad_token(getattr(model, "tokenizer", None))
         return BiEncoderScorer(model, **kwargs)
     if isinstance(model, CrossEncoder):
-        _ensure_pad_token(model)
+        ensure_pad_token(getattr(model, "tokenizer", None))
         return CrossEncoderScorer(model, **kwargs)
     if isinstance(model, Teacher):
         return TeacherScorer(model, **kwargs)

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from d2llm_st.data.readers import read_sts
-from d2llm_st.evaluation.base import PairEvaluator, subsample
+from d2llm_st.evaluation.base import PairEvaluator, evaluation_subset
 from d2llm_st.evaluation.metrics import correlation
-from d2llm_st.modules.iem import Task, check_task
+from d2llm_st.tasks import Task, check_task
 
 
 class IEMSimilarityEvaluator(PairEvaluator):
@@ -31,6 +31,7 @@ class IEMSimilarityEvaluator(PairEvaluator):
     """
 
     csv_name = "iem_similarity_evaluation"
+    PRIMARY_METRIC = "spearman"
 
     def __init__(
         self,
@@ -52,12 +53,12 @@ class IEMSimilarityEvaluator(PairEvaluator):
         self.pairs = list(zip(sentences1, sentences2))
         self.gold = [float(score) for score in scores]
         self.task = check_task(task)
-        self.primary_metric = "spearman"
+        self.primary_metric = self.PRIMARY_METRIC
 
     @classmethod
     def from_file(cls, path: str, limit: int | None = None, **kwargs: Any) -> IEMSimilarityEvaluator:
         """From an STS file (``sentence1``, ``sentence2``, ``score``); ``limit`` keeps a fixed random subset."""
-        rows = subsample(read_sts(path), limit, "pairs")
+        rows = evaluation_subset(read_sts(path), limit, "pairs")
         return cls([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], [r["score"] for r in rows], **kwargs)
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict:

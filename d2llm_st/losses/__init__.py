@@ -10,20 +10,18 @@
 """
 
 from d2llm_st.losses.contrastive_imitation import contrastive_imitation_loss
-from d2llm_st.losses.d2llm_distill import D2LLMDistillLoss, set_trainable_parameters
+from d2llm_st.losses.d2llm_distill import D2LLMDistillLoss
 from d2llm_st.losses.feature_imitation import feature_imitation_loss
 from d2llm_st.losses.in_batch import in_batch_loss
 from d2llm_st.losses.rank_imitation import rank_correlation_loss, rank_pairwise_loss
-from d2llm_st.losses.word_level import TeacherAttention, word_level_loss
+from d2llm_st.losses.word_level import word_level_loss
 
 __all__ = [
     "D2LLMDistillLoss",
-    "TeacherAttention",
     "contrastive_imitation_loss",
     "feature_imitation_loss",
     "in_batch_loss",
     "rank_correlation_loss",
     "rank_pairwise_loss",
-    "set_trainable_parameters",
     "word_level_loss",
 ]

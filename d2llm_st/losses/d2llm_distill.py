@@ -1,4 +1,11 @@
-"""``D2LLMDistillLoss``: all of D2LLM's training terms as one sentence-transformers loss."""
+"""``D2LLMDistillLoss``: all of D2LLM's training terms as one sentence-transformers loss.
+
+Like sentence-transformers' losses, it leaves the model alone: what trains is decided when the student is built
+(``D2LLM.from_llm(..., train_backbone=False)`` freezes the base LLM; LoRA, PMA and IEM train). It reads
+everything else from the batch: teacher scores (and features) in ``label``, the word-level alignment that
+:class:`~d2llm_st.training.collator.D2LLMDataCollator` prepared; the false-negative filter it is given keeps its
+own state (:mod:`d2llm_st.training.false_negatives`).
+"""
 
 from __future__ import annotations
 
@@ -15,27 +22,24 @@ from d2llm_st.losses.contrastive_imitation import candidate_masks, contrastive_i
 from d2llm_st.losses.feature_imitation import feature_imitation_loss
 from d2llm_st.losses.in_batch import in_batch_loss
 from d2llm_st.losses.rank_imitation import rank_correlation_loss, rank_pairwise_loss
-from d2llm_st.losses.word_level import TeacherAttention, word_level_loss
-from d2llm_st.modules import IEM, LLMBackbone, PMAPooling
-from d2llm_st.modules.iem import check_task
+from d2llm_st.losses.word_level import ATTENTION_KEY, MASK_KEY, WORD_KEYS, word_level_loss
+from d2llm_st.modules import IEM, LLMBackbone
+from d2llm_st.tasks import check_task
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from d2llm_st.teacher.base import Teacher
-
 logger = logging.getLogger(__name__)
-
-TEXT_KEYS = ("text", "prompt")
-"""Keys that :class:`~d2llm_st.training.collator.D2LLMDataCollator` adds for word-level distillation."""
 
 
 class FalseNegativeFilter(Protocol):
-    """What the loss needs from a false-negative filter (see ``d2llm_st.data.false_negatives``)."""
+    """What the loss needs from a false-negative filter (see :mod:`d2llm_st.training.false_negatives`)."""
 
     mode: str
 
     def mask(self, negative_scores: np.ndarray) -> np.ndarray: ...
+
+    def observe(self, positive_scores: np.ndarray) -> None: ...
 
 
 def _module(model: nn.Module, cls: type) -> nn.Module:
@@ -46,28 +50,6 @@ def _module(model: nn.Module, cls: type) -> nn.Module:
             f"modules are {[type(module).__name__ for module in model.children()]}."
         )
     return found
-
-
-def set_trainable_parameters(model: SentenceTransformer, train_backbone: bool = False) -> dict[str, int]:
-    """Train PMA and IEM, and of the backbone only its LoRA weights (all of it with ``train_backbone``).
-
-    Returns:
-        The number of trainable parameters per module kind (``backbone``, ``lora``, ``pma``, ``iem``).
-    """
-    backbone = _module(model, LLMBackbone)
-    counts = {"backbone": 0, "lora": 0, "pma": 0, "iem": 0}
-    for name, parameter in backbone.named_parameters():
-        is_lora = "lora_" in name
-        parameter.requires_grad = train_backbone or is_lora
-        if parameter.requires_grad:
-            counts["lora" if is_lora else "backbone"] += parameter.numel()
-    for kind, cls in (("pma", PMAPooling), ("iem", IEM)):
-        for parameter in _module(model, cls).parameters():
-            parameter.requires_grad = True
-            counts[kind] += parameter.numel()
-    if not backbone.has_lora and not train_backbone:
-        logger.info("The backbone has no LoRA and train_backbone=False: only PMA and IEM train.")
-    return counts
 
 
 def split_labels(labels: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -104,10 +86,8 @@ class D2LLMDistillLoss(nn.Module):
         in_batch_hard_negatives: bool = False,
         easy_negative_score: float = 0.0,
         false_negative_filter: FalseNegativeFilter | None = None,
-        teacher: Teacher | None = None,
         word_level_weight: float = 0.1,
         word_level_temperature: float = 0.1,
-        train_backbone: bool = False,
     ) -> None:
         """D2LLM's distillation loss: in-batch contrastive + contrastive, rank and feature imitation of an
         LLM teacher (+ optional word-level distillation), computed with the student's IEM.
@@ -132,8 +112,8 @@ class D2LLMDistillLoss(nn.Module):
         (``mode="drop"``) or join the positives of CI (``mode="to_positive"``). The loss returns each
         *weighted* term in a dict, so the trainer logs them separately and their sum is the total.
 
-        By default only LoRA, PMA and IEM weights train (``train_backbone=False`` freezes the rest of the
-        backbone when the loss is built).
+        The loss never changes which parameters train: that is decided when the student is built
+        (``D2LLM.from_llm(..., train_backbone=False)``, the default, trains LoRA, PMA and IEM only).
 
         Args:
             model: A D2LLM student (LLMBackbone -> PMAPooling -> IEM).
@@ -146,14 +126,12 @@ class D2LLMDistillLoss(nn.Module):
                 ``MultipleNegativesRankingLoss`` does: ``B(1 + K)`` candidates per anchor instead of ``B``.
                 An anchor's own hard negatives that the false-negative filter flags are left out of its row.
             easy_negative_score: ``s_easy``, the teacher score assumed for in-batch negatives in RI b.
-            false_negative_filter: ``d2llm_st.data.false_negatives.DynamicFalseNegativeFilter`` or ``None``.
-                Re-estimate its threshold during training with
-                :class:`~d2llm_st.training.callbacks.FalseNegativeFilterCallback`.
-            teacher: A :class:`~d2llm_st.teacher.base.Teacher` sharing the student's tokenizer; enables
-                word-level distillation (its attention maps are computed on the fly and cached).
-            word_level_weight: ``w``; 0 turns word-level distillation off.
+            false_negative_filter: A :class:`~d2llm_st.training.false_negatives.DynamicFalseNegativeFilter` or
+                ``None``; the loss hands it each batch's positive scores. Re-estimate its threshold during
+                training with :class:`~d2llm_st.training.false_negatives.FalseNegativeFilterCallback`.
+            word_level_weight: ``w``; 0 turns word-level distillation off. The term is computed for batches that
+                carry the word-level alignment (collate with ``D2LLMDataCollator(word_alignment=...)``).
             word_level_temperature: ``tau_w`` of the student's token-similarity softmax.
-            train_backbone: Also train the backbone's base weights.
 
         References:
             - D2LLM: Liao et al., "D2LLM: Decomposed and Distilled Large Language Models for Semantic Search",
@@ -164,7 +142,8 @@ class D2LLMDistillLoss(nn.Module):
         Requirements:
             1. A D2LLM model (backbone -> PMA -> IEM).
             2. Rows ``(anchor, positive, negative_1, ..., negative_K)`` with teacher scores in ``label``.
-            3. Word-level: :class:`~d2llm_st.training.collator.D2LLMDataCollator` (keeps the raw texts).
+            3. Word-level: :class:`~d2llm_st.training.collator.D2LLMDataCollator` with a
+               :class:`~d2llm_st.training.word_alignment.WordAlignment` (the teacher's attention, aligned).
 
         Inputs:
             +---------------------------------------------+------------------------------------------------------+
@@ -214,18 +193,13 @@ class D2LLMDistillLoss(nn.Module):
         self.false_negative_filter = false_negative_filter
         self.word_level_weight = word_level_weight
         self.word_level_temperature = word_level_temperature
-        self.train_backbone = train_backbone
         self.iem: IEM = _module(model, IEM)
         self.backbone: LLMBackbone = _module(model, LLMBackbone)
-        self.word_level = None
-        if teacher is not None and word_level_weight > 0:
-            self.word_level = TeacherAttention(teacher, self.task, self.backbone.tokenizer)
-        self.observed_positive_scores: list[np.ndarray] = []
-        """Teacher scores of the positives trained on since the filter's last update (only with a filter)."""
-        self._warned_no_features = False
-        set_trainable_parameters(model, train_backbone=train_backbone)
+        self._warned_no_features = self._warned_no_alignment = False
 
-    def _embed(self, sentence_features: list[dict[str, Any]]) -> tuple[dict, torch.Tensor, dict | None]:
+    def _embed(
+        self, sentence_features: list[dict[str, Any]], word_level: bool
+    ) -> tuple[dict, torch.Tensor, dict | None]:
         """Anchor output (with ``sentence_embedding``), candidate embeddings ``[B, C, d]``, and with word-level
         distillation the positive's output (its token states; ``None`` otherwise).
 
@@ -234,14 +208,14 @@ class D2LLMDistillLoss(nn.Module):
         """
 
         def model_inputs(features: dict) -> dict:
-            return {key: value for key, value in features.items() if key not in TEXT_KEYS}
+            return {key: value for key, value in features.items() if key not in WORD_KEYS}
 
         columns = [model_inputs(features) for features in sentence_features]
         batch = len(columns[0]["input_ids"])
         tokenizer = self.backbone.tokenizer
         bucketed = columns
         anchor = positive = None
-        if self.word_level is not None:
+        if word_level:
             anchor, positive = self.model(columns[0]), self.model(columns[1])
             bucketed = columns[2:]
         embeddings = (
@@ -259,7 +233,7 @@ class D2LLMDistillLoss(nn.Module):
         """``[B, K]`` bool: hard negatives the filter flags as false negatives (None without a filter)."""
         if self.false_negative_filter is None:
             return None
-        self.observed_positive_scores.append(teacher_scores[:, 0].detach().cpu().numpy())
+        self.false_negative_filter.observe(teacher_scores[:, 0].detach().cpu().numpy())
         if teacher_scores.shape[1] < 2:
             return None
         flagged = self.false_negative_filter.mask(teacher_scores[:, 1:].detach().cpu().numpy())
@@ -294,7 +268,9 @@ class D2LLMDistillLoss(nn.Module):
             )
         n_candidates = len(sentence_features) - 1
         teacher_scores, teacher_features = split_labels(labels, n_candidates)
-        anchor, candidates, positive = self._embed(sentence_features)
+        alignment = sentence_features[0].get(ATTENTION_KEY), sentence_features[1].get(MASK_KEY)
+        word_level = bool(self.word_level_weight) and None not in alignment
+        anchor, candidates, positive = self._embed(sentence_features, word_level)
         anchors = anchor["sentence_embedding"]
         logits, hidden = self.iem.logits(anchors[:, None, :], candidates, self.task, return_hidden=True)
         in_batch_logits = self.iem.pairwise_logits(anchors, candidates[:, 0], self.task)
@@ -328,22 +304,22 @@ class D2LLMDistillLoss(nn.Module):
             elif not self._warned_no_features:
                 logger.warning("eta > 0 but the labels hold no teacher features: feature imitation is skipped.")
                 self._warned_no_features = True
-        if self.word_level is not None:
-            attention, passage_mask = self.word_level.aligned(
-                sentence_features[0],
-                sentence_features[1],
-                self.backbone.tokenizer,
-                self.backbone.max_seq_length,
-                anchor["token_embeddings"].shape[1],
-                positive["token_embeddings"].shape[1],
-            )
+        if word_level:
+            attention, passage_mask = alignment
             terms["word_level"] = self.word_level_weight * word_level_loss(
                 anchor["token_embeddings"],
                 positive["token_embeddings"],
                 attention,
-                passage_mask & positive["attention_mask"].bool(),
+                passage_mask.bool() & positive["attention_mask"].bool(),
                 self.word_level_temperature,
             )
+        elif self.word_level_weight and not self._warned_no_alignment:
+            logger.warning(
+                "word_level_weight > 0 but the batch holds no word-level alignment: word-level distillation is "
+                "skipped. Collate with d2llm_st.training.D2LLMDataCollator(word_alignment=WordAlignment(teacher, "
+                "...)) to train it, or set word_level_weight=0."
+            )
+            self._warned_no_alignment = True
         return terms
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -360,9 +336,8 @@ class D2LLMDistillLoss(nn.Module):
             "false_negative_filter": None
             if self.false_negative_filter is None
             else getattr(self.false_negative_filter, "mode", type(self.false_negative_filter).__name__),
-            "word_level_weight": self.word_level_weight if self.word_level is not None else 0.0,
+            "word_level_weight": self.word_level_weight,
             "word_level_temperature": self.word_level_temperature,
-            "train_backbone": self.train_backbone,
         }
 
     @property

@@ -30,6 +30,7 @@ from d2llm_st.errors import UserError
 from d2llm_st.fingerprint import weights_fingerprint
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.runtime import backbone_dtype
+from d2llm_st.tasks import ensure_pad_token
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +84,13 @@ class LLMBackbone(InputModule):
         max_seq_length: Texts longer than this many tokens are truncated, with a warning.
         padding_side: ``"right"`` (default) or ``"left"``. Position ids are computed from the attention mask,
             so both give the same states for real tokens.
-        lora_r: LoRA rank; ``None`` means no LoRA (all backbone weights frozen by the losses' defaults).
+        lora_r: LoRA rank; ``None`` means no LoRA.
         lora_alpha: LoRA scaling alpha (default ``2 * lora_r``).
         lora_dropout: Dropout on the LoRA branch.
         lora_target_modules: Module names to adapt (default: peft's ``"all-linear"``).
         bidirectional_from_layer: Layers with index >= this attend in both directions (DeeLM); ``None`` = causal.
+        train_base_weights: Whether the base LLM's weights train (``requires_grad``); ``False`` (default) freezes
+            them, so only the LoRA weights of the backbone train. Saved with the module's config.
         model_kwargs: Passed to ``AutoModel.from_pretrained``, e.g. ``attn_implementation``, or ``dtype`` to
             override :func:`d2llm_st.runtime.backbone_dtype` (bf16 weights on a CPU with bf16 instructions).
         tokenizer_kwargs: Passed to ``AutoTokenizer.from_pretrained``.
@@ -109,6 +112,7 @@ class LLMBackbone(InputModule):
         "lora_dropout",
         "lora_target_modules",
         "bidirectional_from_layer",
+        "train_base_weights",
     ]
     save_base_weights: bool | None = None
     """``None``: save the base weights when the base is a local folder or changed; ``False``: only when changed
@@ -124,6 +128,7 @@ class LLMBackbone(InputModule):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | str | None = None,
         bidirectional_from_layer: int | None = None,
+        train_base_weights: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         adapter_path: str | None = None,
@@ -143,6 +148,7 @@ class LLMBackbone(InputModule):
         self.lora_dropout = lora_dropout
         self.lora_target_modules = lora_target_modules
         self.bidirectional_from_layer = bidirectional_from_layer
+        self.train_base_weights = bool(train_base_weights)
         self.name_or_path = model_name_or_path
         self.base_is_local = os.path.isdir(os.path.expanduser(model_name_or_path))
         self.base_model_name_or_path = os.path.abspath(local_path) if self.base_is_local else model_name_or_path
@@ -150,11 +156,7 @@ class LLMBackbone(InputModule):
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or local_path, **(tokenizer_kwargs or {}))
         self.tokenizer.padding_side = padding_side
-        if self.tokenizer.pad_token is None:
-            # Decoder LLMs ship without a pad token; padded positions are masked out anyway.
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        if self.tokenizer.pad_token is None:
-            raise ValueError(f"The tokenizer of {model_name_or_path!r} has no pad, eos or unk token to pad with.")
+        ensure_pad_token(self.tokenizer, repr(model_name_or_path))
 
         model_kwargs = dict(model_kwargs or {})
         if "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
@@ -176,7 +178,15 @@ class LLMBackbone(InputModule):
             from d2llm_st.modules.bidirectional import enable_bidirectional
 
             enable_bidirectional(self.auto_model, bidirectional_from_layer)
+        self.set_trainable()
         self._loaded_fingerprint = self.base_fingerprint()
+
+    def set_trainable(self, train_base_weights: bool | None = None) -> None:
+        """LoRA weights train; the base weights train only with ``train_base_weights`` (default: as configured)."""
+        if train_base_weights is not None:
+            self.train_base_weights = bool(train_base_weights)
+        for name, parameter in self.auto_model.named_parameters():
+            parameter.requires_grad = self.train_base_weights or "lora_" in name
 
     def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
         from peft import LoraConfig, TaskType, get_peft_model

@@ -19,22 +19,14 @@ scoring goes through :meth:`IEM.logits` (``D2LLM.score`` / ``D2LLM.predict``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from d2llm_st.modules.base import ConfiguredModule, check_count, check_number
-
-TASKS = ("symmetric", "asymmetric")
-Task = Literal["symmetric", "asymmetric"]
-
-
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}: use 'symmetric' (NLI/STS) or 'asymmetric' (query->passage IR).")
-    return task
+from d2llm_st.tasks import Task, check_task
 
 
 class _Branch(nn.Module):

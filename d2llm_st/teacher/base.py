@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from d2llm_st.modules.backbone import check_texts
-from d2llm_st.modules.iem import check_task
+from d2llm_st.tasks import check_task
 from d2llm_st.teacher.cache import ScoreCache, cache_key
 
 logger = logging.getLogger(__name__)

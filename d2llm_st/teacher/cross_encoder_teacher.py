@@ -20,6 +20,7 @@ from d2llm_st.errors import UserError
 from d2llm_st.fingerprint import weights_fingerprint
 from d2llm_st.model_folders import check_pair_scorer, inspect_model
 from d2llm_st.model_paths import resolve_model_path
+from d2llm_st.tasks import ensure_pad_token
 from d2llm_st.teacher.base import BatchResult, Teacher, length_sorted_batches
 from d2llm_st.teacher.cache import ScoreCache
 
@@ -55,9 +56,7 @@ class CrossEncoderTeacher(Teacher):
             model = CrossEncoder(model, **kwargs)
         self.model = model
         self.tokenizer = self.model.tokenizer
-        if self.tokenizer.pad_token is None:
-            # Causal LMs ship without a pad token; padded positions are masked out anyway.
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        ensure_pad_token(self.tokenizer, "the teacher")
         num_labels = self.model.num_labels
         if num_labels > 1 and positive_label is None:
             raise UserError(

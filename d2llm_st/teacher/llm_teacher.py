@@ -21,8 +21,8 @@ from d2llm_st.fingerprint import weights_fingerprint
 from d2llm_st.model_folders import TEACHER_CONFIG_NAME
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules.backbone import check_decoder_llm
-from d2llm_st.modules.iem import check_task
 from d2llm_st.runtime import cpu_dtype
+from d2llm_st.tasks import check_task, ensure_pad_token
 from d2llm_st.teacher.base import BatchResult, PairAttention, Teacher, length_sorted_batches
 from d2llm_st.teacher.cache import ScoreCache
 from d2llm_st.teacher.templates import DEFAULT_TEMPLATES, PromptRenderer, PromptTemplate, resolve_answer_token_ids
@@ -131,10 +131,7 @@ class LLMTeacher(Teacher):
         self.dtype = resolve_dtype(dtype, self.device)
         tokenizer_source = model_name_or_path if saved or adapter_path is None else base_path
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **(tokenizer_kwargs or {}))
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        if self.tokenizer.pad_token is None:
-            raise ValueError(f"The tokenizer of {model_name_or_path!r} has no pad, eos or unk token to pad with.")
+        ensure_pad_token(self.tokenizer, repr(model_name_or_path))
 
         model = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=self.dtype, **(model_kwargs or {}))
         if adapter_path is not None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from d2llm_st.distributed import Distributed, digest
 from d2llm_st.errors import UserError
-from d2llm_st.modules.iem import check_task
+from d2llm_st.tasks import check_task
 from d2llm_st.teacher.base import Teacher, TeacherOutput, check_pairs
 from d2llm_st.teacher.cache import ScoreCache, cache_key
 

@@ -1,9 +1,15 @@
-"""Training D2LLM students: run configs, the distillation pipeline, the collator, callbacks and the card section.
+"""Training D2LLM students: run configs, the distillation pipeline, the collator, the filter and the card fields.
 
-- :class:`DistillConfig` (config.py): a whole run, round-tripping to YAML / JSON.
-- :func:`distill` (distill.py): teacher scores -> training -> evaluation -> saved model (``d2llm distill``).
-- :class:`D2LLMDataCollator` (collator.py): keeps the raw texts that word-level distillation needs.
-- :class:`FalseNegativeFilterCallback` (callbacks.py): re-estimates the false-negative threshold.
+- :class:`DistillConfig` (config.py): a whole run, round-tripping to YAML / JSON; its sections are the
+  constructors' own arguments.
+- :func:`distill` (distill.py): teacher scores -> training -> evaluation -> saved model (``d2llm distill``), and
+  the pieces it is built from (:func:`build_student`, :func:`build_baseline`, :func:`load_teacher_from_config`,
+  :func:`build_training_datasets`, :func:`training_arguments`).
+- :class:`D2LLMDataCollator` (collator.py) with :class:`WordAlignment` (word_alignment.py): the word-level
+  alignment, prepared once per batch.
+- :class:`DynamicFalseNegativeFilter` and :class:`FalseNegativeFilterCallback` (false_negatives.py): the
+  false-negative filter, its state and its trainer callback.
+- :func:`record_distillation` (model_card.py): the distillation facts as model card fields.
 
 The exports load on first use, so reading a config (``d2llm_st.training.config``) does not import torch.
 """
@@ -14,9 +20,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from d2llm_st.training.callbacks import FalseNegativeFilterCallback
     from d2llm_st.training.collator import D2LLMDataCollator
     from d2llm_st.training.config import (
+        BaselineConfig,
         DatasetConfig,
         DistillConfig,
         EvalSetConfig,
@@ -27,12 +33,24 @@ if TYPE_CHECKING:
         TeacherConfig,
         TrainingConfig,
     )
-    from d2llm_st.training.distill import DistillResult, build_baseline, build_student, distill
+    from d2llm_st.training.distill import (
+        DistillResult,
+        build_baseline,
+        build_student,
+        build_training_dataset,
+        build_training_datasets,
+        distill,
+        load_teacher_from_config,
+        training_arguments,
+    )
+    from d2llm_st.training.false_negatives import DynamicFalseNegativeFilter, FalseNegativeFilterCallback
+    from d2llm_st.training.model_card import record_distillation
+    from d2llm_st.training.word_alignment import WordAlignment
 
 _MODULES = {
-    "callbacks": ["FalseNegativeFilterCallback"],
     "collator": ["D2LLMDataCollator"],
     "config": [
+        "BaselineConfig",
         "DatasetConfig",
         "DistillConfig",
         "EvalSetConfig",
@@ -43,14 +61,28 @@ _MODULES = {
         "TeacherConfig",
         "TrainingConfig",
     ],
-    "distill": ["DistillResult", "build_baseline", "build_student", "distill"],
+    "distill": [
+        "DistillResult",
+        "build_baseline",
+        "build_student",
+        "build_training_dataset",
+        "build_training_datasets",
+        "distill",
+        "load_teacher_from_config",
+        "training_arguments",
+    ],
+    "false_negatives": ["DynamicFalseNegativeFilter", "FalseNegativeFilterCallback"],
+    "model_card": ["record_distillation"],
+    "word_alignment": ["WordAlignment"],
 }
 _EXPORTS = {name: f"{__name__}.{module}" for module, names in _MODULES.items() for name in names}
 __all__ = [
+    "BaselineConfig",
     "D2LLMDataCollator",
     "DatasetConfig",
     "DistillConfig",
     "DistillResult",
+    "DynamicFalseNegativeFilter",
     "EvalSetConfig",
     "EvaluationConfig",
     "FalseNegativeConfig",
@@ -59,9 +91,15 @@ __all__ = [
     "StudentConfig",
     "TeacherConfig",
     "TrainingConfig",
+    "WordAlignment",
     "build_baseline",
     "build_student",
+    "build_training_dataset",
+    "build_training_datasets",
     "distill",
+    "load_teacher_from_config",
+    "record_distillation",
+    "training_arguments",
 ]
 
 

@@ -1,35 +1,58 @@
-"""A sentence-transformers data collator that also hands the raw texts of chosen columns to the loss.
+"""A sentence-transformers data collator that also prepares the word-level alignment of each batch.
 
-sentence-transformers' collator tokenizes every text column and drops the strings. Word-level
-distillation must ask the teacher about the same (anchor, positive) texts and find each text token in the
-student's input, so this collator keeps ``{column}_text`` (the strings) and ``{column}_prompt`` (the
-prompt prepended to them) next to the token ids; the trainer passes both to the loss inside that
-column's features.
+sentence-transformers' collator tokenizes every text column and drops the strings. Word-level distillation
+needs the teacher's attention over each (anchor, positive) pair mapped onto the student's token positions; the
+collator is where both the texts and the collated token ids are at hand, so it computes that alignment once per
+batch (:class:`~d2llm_st.training.word_alignment.WordAlignment`) and adds it to the batch as tensors
+(``anchor_word_attention``, ``positive_word_mask``); the trainer passes them to the loss inside the anchor's and
+the positive's features.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
+from d2llm_st.losses.word_level import ATTENTION_KEY, MASK_KEY
+from d2llm_st.tasks import ANCHOR_COLUMN
+from d2llm_st.training.word_alignment import WordAlignment
+
+QUERY_COLUMN, PASSAGE_COLUMN = ANCHOR_COLUMN, "positive"
+
 
 @dataclass
 class D2LLMDataCollator(SentenceTransformerDataCollator):
-    """``SentenceTransformerDataCollator`` + the raw texts and prompts of ``text_columns``.
+    """``SentenceTransformerDataCollator`` + the word-level alignment of the ``anchor`` and ``positive`` columns.
 
     Args:
-        text_columns: Columns whose texts (and prompt) are kept, by default the anchor and the positive.
+        word_alignment: Computes the aligned teacher attention of each batch; ``None`` (default) collates exactly
+            as sentence-transformers does.
     """
 
-    text_columns: tuple[str, ...] = field(default=("anchor", "positive"))
+    word_alignment: WordAlignment | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().__call__(features)
+        if self.word_alignment is None or not features:
+            return batch
+        missing = [column for column in (QUERY_COLUMN, PASSAGE_COLUMN) if column not in features[0]]
+        if missing:
+            raise ValueError(
+                f"Word-level alignment needs the {QUERY_COLUMN!r} and {PASSAGE_COLUMN!r} columns; the batch has "
+                f"{sorted(features[0])}."
+            )
         prompts = self._resolve_prompts(batch)
-        for column in self.text_columns:
-            if features and column in features[0]:
-                batch[f"{column}_text"] = [row[column] for row in features]
-                batch[f"{column}_prompt"] = self._get_prompt_for_column(prompts, column)
+        attention, mask = self.word_alignment(
+            [row[QUERY_COLUMN] for row in features],
+            [row[PASSAGE_COLUMN] for row in features],
+            {key: batch[f"{QUERY_COLUMN}_{key}"] for key in ("input_ids", "attention_mask")},
+            {key: batch[f"{PASSAGE_COLUMN}_{key}"] for key in ("input_ids", "attention_mask")},
+            anchor_prompt=self._get_prompt_for_column(prompts, QUERY_COLUMN),
+            positive_prompt=self._get_prompt_for_column(prompts, PASSAGE_COLUMN),
+            dataset_name=batch.get("dataset_name"),
+        )
+        batch[f"{QUERY_COLUMN}_{ATTENTION_KEY}"] = attention
+        batch[f"{PASSAGE_COLUMN}_{MASK_KEY}"] = mask
         return batch

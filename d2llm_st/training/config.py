@@ -6,6 +6,19 @@ false-negative filter, trainer settings, evaluation sets), so a run is reproduce
 coerced to its field's declared type (YAML reads ``1e-3`` as a string, ``--set`` values too) or rejected with the
 key's full name, and :meth:`DistillConfig.validate` range-checks counts, steps, rates and sizes, so a mistake is
 reported before any data is built or model loaded.
+
+Sections are the constructors' own keyword arguments, with the same names and defaults (a test checks them
+against the signatures), so there is no mapping to drift:
+
+- ``student``: ``D2LLM.from_llm(**student)``;
+- ``loss``: ``D2LLMDistillLoss(model, task=..., false_negative_filter=..., **loss)`` (the task comes from each
+  dataset, the filter from ``false_negatives``);
+- ``baseline``: ``MultipleNegativesRankingLoss(model, **baseline)`` in ``mode: baseline``;
+- ``training``: ``SentenceTransformerTrainingArguments(**training)`` (its own field names; ``extra`` holds any
+  other field of it);
+- ``evaluation.sets[]``: ``d2llm_st.evaluation.build_evaluator(**eval_set)``.
+
+Keys renamed when the sections became the signatures (:data:`RENAMED`) are refused with their new name.
 """
 
 from __future__ import annotations
@@ -23,52 +36,79 @@ import yaml
 
 from d2llm_st.errors import UserError
 from d2llm_st.model_paths import BUNDLED_SMOLLM2, resolve_model_path
+from d2llm_st.tasks import check_dataset_kind, check_eval_type, check_task, dataset_task
 
 MODES = ("distill", "baseline", "untrained")
 BASELINE_NEEDS_LORA = (
-    "mode='baseline' needs student.lora_r: mean pooling has no weights, so with a frozen backbone nothing would "
-    "train. Set student.lora_r (the distilled student should use the same)."
+    "mode='baseline' needs student.lora_r (or student.train_backbone): mean pooling has no weights, so with a frozen "
+    "backbone nothing would train. Set student.lora_r (the distilled student should use the same)."
 )
 TEACHER_HINT = (
     "Fine-tune a teacher with `d2llm teacher-train ... --output DIR` and set teacher.model to DIR, or use "
     "teacher.model=bundled:smollm2 for the zero-shot SmolLM2 teacher."
 )
-DATASET_TYPES = {"sts": "symmetric", "nli": "symmetric", "beir": "asymmetric"}
-EVAL_TYPES = ("sts", "nli", "answer_selection")
 TEACHER_KINDS = ("auto", "llm", "cross-encoder")
 BATCH_SAMPLERS = ("proportional", "round_robin")
+PMA_ATTENTION_SCALES = ("head_dim", "model_dim")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 RULES = {
     "count": (lambda value: value >= 1, ">= 1"),
     "positive": (lambda value: value > 0, "> 0"),
     "non_negative": (lambda value: value >= 0, ">= 0"),
     "fraction": (lambda value: 0 <= value < 1, "in [0, 1)"),
     "probability": (lambda value: 0 <= value <= 1, "in [0, 1]"),
+    "warmup": (
+        lambda value: value >= 0 and (value < 1 or float(value).is_integer()),
+        "a fraction of the steps in [0, 1) or a whole number of steps",
+    ),
 }
 """The ranges :meth:`DistillConfig.validate` checks: name -> (test, how to say it)."""
+
+RENAMED = {
+    "student.model": "student.model_name_or_path",
+    "student.dtype": "student.model_kwargs (e.g. model_kwargs: {dtype: bfloat16})",
+    "loss.train_backbone": "student.train_backbone (what trains is decided when the student is built)",
+    "loss.baseline_scale": "baseline.scale",
+    "training.batch_size": "training.per_device_train_batch_size",
+    "training.warmup_ratio": "training.warmup_steps (a value below 1 is a fraction of the steps, as in transformers 5)",
+}
+"""Keys of older configs -> their names now (the sections are the constructors' own argument names)."""
+
+EVAL_SET_COUNTS = ("limit", "candidate_k", "max_corpus")
 
 
 @dataclass
 class StudentConfig:
-    """The D2LLM student (see :meth:`d2llm_st.D2LLM.from_llm`); ``dtype`` e.g. ``bfloat16`` loads the LLM in it."""
+    """The ``student`` section: the keyword arguments of :meth:`d2llm_st.D2LLM.from_llm`, with its defaults
+    (``model_name_or_path`` defaults to ``bundled:smollm2``); the student is ``D2LLM.from_llm(**student)``.
 
-    model: str = BUNDLED_SMOLLM2
-    lora_r: int | None = 8
+    ``model_kwargs`` go to ``AutoModel.from_pretrained`` (``{dtype: bfloat16}`` loads the LLM in bfloat16);
+    ``train_backbone`` also trains the base LLM weights (LoRA, PMA and IEM always train).
+    """
+
+    model_name_or_path: str = BUNDLED_SMOLLM2
+    lora_r: int | None = None
     lora_alpha: int | None = None
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | str | None = None
     pma_heads: int = 8
     pma_seeds: int = 1
+    pma_output_dim: int | None = None
     pma_attention_scale: str = "head_dim"
     iem_hidden_dim: int = 512
     iem_dropout: float = 0.0
     iem_cosine_residual: bool = False
     iem_cosine_scale: float = 20.0
-    max_seq_length: int = 128
+    max_seq_length: int = 512
+    padding_side: str = "right"
     bidirectional_from_layer: int | None = None
-    query_prompt: str | None = "Query: "
-    passage_prompt: str | None = "Passage: "
-    symmetric_prompt: str | None = "Text: "
-    dtype: str | None = None
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+    symmetric_prompt: str | None = None
+    default_task: str = "asymmetric"
+    train_backbone: bool = False
+    model_kwargs: dict[str, Any] | None = None
+    device: str | None = None
 
 
 @dataclass
@@ -107,15 +147,13 @@ class DatasetConfig:
 
     @property
     def task(self) -> str:
-        return DATASET_TYPES[self.type]
+        return dataset_task(self.type)
 
 
 @dataclass
 class LossConfig:
-    """Weights and temperatures of :class:`~d2llm_st.losses.D2LLMDistillLoss` (defaults: the D2LLM code's).
-
-    ``baseline_scale`` is the cosine scale of ``MultipleNegativesRankingLoss`` in ``mode="baseline"``
-    (sentence-transformers' default 20), so a baseline can be given the student's ``iem_cosine_scale``.
+    """The ``loss`` section: the keyword arguments of :class:`~d2llm_st.losses.D2LLMDistillLoss` with its
+    defaults (the D2LLM code's), less ``task`` (each dataset's) and ``false_negative_filter`` (``false_negatives``).
     """
 
     alpha: float = 1.0
@@ -128,8 +166,15 @@ class LossConfig:
     easy_negative_score: float = 0.0
     word_level_weight: float = 0.1
     word_level_temperature: float = 0.1
-    train_backbone: bool = False
-    baseline_scale: float = 20.0
+
+
+@dataclass
+class BaselineConfig:
+    """The ``baseline`` section (``mode: baseline``): keyword arguments of sentence-transformers'
+    ``MultipleNegativesRankingLoss``. ``scale`` is its cosine scale (default 20), so a baseline can be given the
+    student's ``iem_cosine_scale``."""
+
+    scale: float = 20.0
 
 
 @dataclass
@@ -145,14 +190,21 @@ class FalseNegativeConfig:
 
 @dataclass
 class TrainingConfig:
-    """Trainer settings; ``extra`` holds any other ``SentenceTransformerTrainingArguments`` field."""
+    """The ``training`` section: fields of ``SentenceTransformerTrainingArguments`` under their own names (d2llm's
+    defaults), passed to it as they are; ``extra`` holds any other of its fields.
+
+    ``warmup_steps`` below 1 is a fraction of the steps (transformers 5 folded ``warmup_ratio`` into it).
+    ``bf16`` / ``fp16`` apply where a CUDA device supports them. The run sets ``save_strategy="steps"``,
+    ``data_seed=seed``, the no-duplicates batch sampler, the column prompts, ``report_to="none"`` and
+    ``eval_strategy="no"`` itself (``extra`` may override them).
+    """
 
     output_dir: str = "runs/distill"
     max_steps: int = -1
     num_train_epochs: float = 1.0
-    batch_size: int = 8
+    per_device_train_batch_size: int = 8
     learning_rate: float = 1e-4
-    warmup_ratio: float = 0.1
+    warmup_steps: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     bf16: bool = False
@@ -168,15 +220,20 @@ class TrainingConfig:
 
 @dataclass
 class EvalSetConfig:
-    """One evaluation set: ``sts`` (Spearman), ``nli`` (AUC entailment vs contradiction) or
-    ``answer_selection`` (NDCG@10 over each question's candidates of a BEIR folder with ``candidates/``).
-    ``limit`` keeps a fixed random subset of that many pairs (sts, nli) or questions (answer_selection)."""
+    """One evaluation set: the arguments of :func:`d2llm_st.evaluation.build_evaluator` (the evaluator is
+    ``build_evaluator(**eval_set)``). ``type``: ``sts`` (Spearman), ``nli`` (AUC of entailment vs contradiction),
+    ``ir`` (NDCG@10 of retrieve-then-rerank over a BEIR corpus) or ``answer-selection`` (NDCG@10 over each
+    question's candidates of a BEIR folder with ``candidates/``). ``limit`` keeps a fixed random subset of that many
+    pairs (sts, nli), queries (ir) or questions (answer-selection); ``candidate_k`` and ``max_corpus`` are for
+    ``ir``."""
 
     name: str = ""
     type: str = "sts"
     path: str = ""
     split: str = "dev"
     limit: int | None = None
+    candidate_k: int = 100
+    max_corpus: int | None = None
 
 
 @dataclass
@@ -188,12 +245,15 @@ class EvaluationConfig:
 @dataclass
 class DistillConfig:
     """A full ``d2llm distill`` run. ``mode``: ``distill`` (D2LLM losses), ``baseline`` (the same backbone with
-    mean pooling and ``MultipleNegativesRankingLoss``, cosine scores) or ``untrained`` (evaluate only)."""
+    mean pooling and ``MultipleNegativesRankingLoss``, cosine scores) or ``untrained`` (evaluate only).
+
+    Each section's keys and defaults are those of the constructor it feeds (see the module docstring)."""
 
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     datasets: list[DatasetConfig] = field(default_factory=list)
     loss: LossConfig = field(default_factory=LossConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     false_negatives: FalseNegativeConfig = field(default_factory=FalseNegativeConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -210,22 +270,27 @@ class DistillConfig:
             raise UserError(f"mode must be one of {MODES}, got {self.mode!r}.")
         names = [dataset.name for dataset in self.datasets]
         for i, dataset in enumerate(self.datasets):
-            if dataset.type not in DATASET_TYPES:
-                raise UserError(f"datasets[{i}].type must be one of {sorted(DATASET_TYPES)}, got {dataset.type!r}.")
+            _keyed(f"datasets[{i}].type", check_dataset_kind, dataset.type)
             if not dataset.name or not dataset.path:
                 raise UserError(f"datasets[{i}] needs a name and a path.")
         if len(set(names)) != len(names):
             raise UserError(f"Dataset names must be unique, got {names}.")
         for i, eval_set in enumerate(self.evaluation.sets):
-            if eval_set.type not in EVAL_TYPES:
-                raise UserError(f"evaluation.sets[{i}].type must be one of {EVAL_TYPES}, got {eval_set.type!r}.")
+            _keyed(f"evaluation.sets[{i}].type", check_eval_type, eval_set.type)
             if not eval_set.name or not eval_set.path:
                 raise UserError(f"evaluation.sets[{i}] needs a name and a path.")
-        if self.teacher.kind not in TEACHER_KINDS:
-            raise UserError(f"teacher.kind must be one of {TEACHER_KINDS}, got {self.teacher.kind!r}.")
-        scale = self.student.pma_attention_scale
-        if scale not in ("head_dim", "model_dim"):
-            raise UserError(f"student.pma_attention_scale must be 'head_dim' or 'model_dim', got {scale!r}.")
+        student = self.student
+        _keyed("student.default_task", check_task, student.default_task)
+        for key, value, choices in (
+            ("teacher.kind", self.teacher.kind, TEACHER_KINDS),
+            ("student.pma_attention_scale", student.pma_attention_scale, PMA_ATTENTION_SCALES),
+            ("student.padding_side", student.padding_side, ("right", "left")),
+        ):
+            if value not in choices:
+                raise UserError(f"{key} must be one of {choices}, got {value!r}.")
+        dtype = (student.model_kwargs or {}).get("dtype")
+        if dtype is not None and dtype not in DTYPES:
+            raise UserError(f"student.model_kwargs.dtype must be one of {DTYPES}, got {dtype!r}.")
         if self.false_negatives.mode not in ("drop", "to_positive"):
             raise UserError(f"false_negatives.mode must be 'drop' or 'to_positive', got {self.false_negatives.mode!r}.")
         if self.training.multi_dataset_batch_sampler not in BATCH_SAMPLERS:
@@ -233,8 +298,6 @@ class DistillConfig:
                 f"training.multi_dataset_batch_sampler must be one of {BATCH_SAMPLERS}, "
                 f"got {self.training.multi_dataset_batch_sampler!r}."
             )
-        if self.mode == "baseline" and self.student.lora_r is None:
-            raise UserError(BASELINE_NEEDS_LORA)
         if self.training.max_steps != -1 and self.training.max_steps < 1:
             raise UserError(
                 f"training.max_steps must be -1 (train for num_train_epochs) or >= 1, got {self.training.max_steps}."
@@ -248,23 +311,29 @@ class DistillConfig:
         """Fail before any loading when a data path does not exist or a model name does not resolve.
 
         Args:
-            build_data: The training sets will be built from ``datasets`` (not given ready-made).
+            build_data: The training sets will be built from ``datasets`` (not given ready-made); those whose
+                ``path`` holds rows saved by ``d2llm mine`` need no teacher.
             load_teacher: The teacher will be loaded from ``teacher.model`` (not given loaded).
 
         Raises:
             FileNotFoundError: naming the key of a missing data path.
-            UserError: a model name that is neither a folder here nor a reachable hub id (see
-                :func:`~d2llm_st.model_paths.resolve_model_path`).
+            UserError: a baseline with nothing to train, or a model name that is neither a folder here nor a
+                reachable hub id (see :func:`~d2llm_st.model_paths.resolve_model_path`).
         """
+        if self.mode == "baseline" and self.student.lora_r is None and not self.student.train_backbone:
+            raise UserError(BASELINE_NEEDS_LORA)
         keyed = [(f"evaluation.sets[{i}].path", s.path) for i, s in enumerate(self.evaluation.sets)]
         if build_data and self.mode != "untrained":
             keyed = [(f"datasets[{i}].path", d.path) for i, d in enumerate(self.datasets)] + keyed
         for key, path in keyed:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{key}: no such file or folder: {path}")
-        resolve_model_path(self.student.model, "student.model")
+        resolve_model_path(self.student.model_name_or_path, "student.model_name_or_path")
+        from d2llm_st.data.distillation import is_distillation_rows
+
         word_level = self.mode == "distill" and self.loss.word_level_weight > 0
-        if load_teacher and self.mode != "untrained" and (build_data or word_level):
+        raw_data = build_data and any(not is_distillation_rows(dataset.path) for dataset in self.datasets)
+        if load_teacher and self.mode != "untrained" and (raw_data or word_level):
             try:
                 resolve_model_path(self.teacher.model, "teacher.model")
             except FileNotFoundError as error:
@@ -281,6 +350,7 @@ class DistillConfig:
             ("student.lora_dropout", student.lora_dropout, "fraction"),
             ("student.pma_heads", student.pma_heads, "count"),
             ("student.pma_seeds", student.pma_seeds, "count"),
+            ("student.pma_output_dim", student.pma_output_dim, "count"),
             ("student.iem_hidden_dim", student.iem_hidden_dim, "count"),
             ("student.iem_dropout", student.iem_dropout, "fraction"),
             ("student.max_seq_length", student.max_seq_length, "count"),
@@ -296,12 +366,12 @@ class DistillConfig:
             ("loss.easy_negative_score", loss.easy_negative_score, "probability"),
             ("loss.word_level_weight", loss.word_level_weight, "non_negative"),
             ("loss.word_level_temperature", loss.word_level_temperature, "positive"),
-            ("loss.baseline_scale", loss.baseline_scale, "positive"),
+            ("baseline.scale", self.baseline.scale, "positive"),
             ("false_negatives.update_every_steps", self.false_negatives.update_every_steps, "count"),
             ("training.num_train_epochs", training.num_train_epochs, "positive"),
-            ("training.batch_size", training.batch_size, "count"),
+            ("training.per_device_train_batch_size", training.per_device_train_batch_size, "count"),
             ("training.learning_rate", training.learning_rate, "positive"),
-            ("training.warmup_ratio", training.warmup_ratio, "fraction"),
+            ("training.warmup_steps", training.warmup_steps, "warmup"),
             ("training.weight_decay", training.weight_decay, "non_negative"),
             ("training.max_grad_norm", training.max_grad_norm, "non_negative"),
             ("training.save_steps", training.save_steps, "count"),
@@ -312,9 +382,8 @@ class DistillConfig:
         for i, dataset in enumerate(self.datasets):
             ranges += [(f"datasets[{i}].limit", dataset.limit, "count")]
             ranges += [(f"datasets[{i}].num_negatives", dataset.num_negatives, "count")]
-        ranges += [
-            (f"evaluation.sets[{i}].limit", eval_set.limit, "count") for i, eval_set in enumerate(self.evaluation.sets)
-        ]
+        for i, eval_set in enumerate(self.evaluation.sets):
+            ranges += [(f"evaluation.sets[{i}].{key}", getattr(eval_set, key), "count") for key in EVAL_SET_COUNTS]
         return ranges
 
     def to_dict(self) -> dict[str, Any]:
@@ -367,12 +436,22 @@ class DistillConfig:
             for part in parts[:-1]:
                 target = _child(target, part, key)
             if isinstance(target, dict) and parts[-1] not in target:
-                raise UserError(f"Override {override!r}: no key {parts[-1]!r} (valid: {sorted(target)}).")
+                renamed = RENAMED.get(".".join(part for part in parts if not part.isdigit()))
+                hint = f"; it was renamed {renamed}" if renamed else ""
+                raise UserError(f"Override {override!r}: no key {parts[-1]!r}{hint} (valid: {sorted(target)}).")
             try:
                 target[parts[-1]] = yaml.safe_load(value)
             except yaml.YAMLError as error:
                 raise UserError(f"Override {override!r}: the value is not valid YAML ({error}).") from error
         return type(self).from_dict(data)
+
+
+def _keyed(key: str, check: Any, value: Any) -> None:
+    """``check(value)``, its :class:`UserError` prefixed with the config key."""
+    try:
+        check(value)
+    except UserError as error:
+        raise UserError(f"{key}: {error}") from error
 
 
 def _child(node: Any, part: str, key: str) -> Any:
@@ -400,6 +479,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
+    section = where.removeprefix("config").lstrip(".")
+    renamed = {key: RENAMED[f"{section}.{key}"] for key in sorted(unknown) if f"{section}.{key}" in RENAMED}
+    if renamed:
+        table = "; ".join(f"{section}.{old} -> {new}" for old, new in renamed.items())
+        raise UserError(
+            f"Renamed key(s) in {where}: {table}. The config sections are now the constructors' own argument names "
+            "(docs/training.md, 'Renamed keys'); rename them in the config."
+        )
     if unknown:
         raise UserError(f"Unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(fields)}.")
     kwargs = {}

@@ -3,12 +3,16 @@
 :func:`distill` runs one :class:`~d2llm_st.training.config.DistillConfig`:
 
 1. load the teacher and build each training set (``anchor, positive, negative_1..K, label``) with the
-   teacher's scores (and features), cached on disk by the teacher's score cache;
-2. build the student and one :class:`~d2llm_st.losses.D2LLMDistillLoss` per dataset (each dataset is one
-   task, so each batch uses one IEM branch), and train them together with ``SentenceTransformerTrainer``
-   (multi-dataset batch sampler), resuming from the newest checkpoint in the output folder if there is one
+   teacher's scores (and features), cached on disk by the teacher's score cache, or read rows that
+   ``d2llm mine`` saved;
+2. build the student (``D2LLM.from_llm(**student)``, which decides what trains) and one
+   ``D2LLMDistillLoss(model, task, filter, **loss)`` per dataset (each dataset is one task, so each batch uses one
+   IEM branch), and train them together with ``SentenceTransformerTrainer`` (``training`` section as its
+   arguments, multi-dataset batch sampler, the word-level alignment prepared in the collator, the false-negative
+   filters updated by their callback), resuming from the newest checkpoint in the output folder if there is one
    (a checkpoint at the last step is loaded, not trained further);
-3. evaluate on the configured sets (IEM scores) and save the model with its card and a ``results.json``.
+3. evaluate on the configured sets (:func:`d2llm_st.evaluation.build_evaluator`, IEM scores) and save the model
+   with its card (the distillation facts are card fields) and a ``results.json``.
 
 ``mode="baseline"`` trains the same backbone with mean pooling and ``MultipleNegativesRankingLoss`` on
 the same rows for the same steps (cosine scores); ``mode="untrained"`` only evaluates the fresh student.
@@ -19,6 +23,7 @@ output folder means: the same config resumes it (or reports it finished), anothe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,17 +39,20 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 
 from d2llm_st.errors import UserError
+from d2llm_st.evaluation.factory import build_evaluator, evaluate, headline_metric
 from d2llm_st.losses import D2LLMDistillLoss
-from d2llm_st.model import D2LLM, PROMPT_NAMES
+from d2llm_st.model import D2LLM
+from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import LLMBackbone
-from d2llm_st.training.callbacks import FalseNegativeFilterCallback
+from d2llm_st.tasks import column_role, prompt_name, role_prompts
 from d2llm_st.training.collator import D2LLMDataCollator
 from d2llm_st.training.config import BASELINE_NEEDS_LORA, TEACHER_HINT, DatasetConfig, DistillConfig, StudentConfig
-from d2llm_st.training.evaluation import build_evaluator, evaluate
-from d2llm_st.training.model_card import DistillationCardData, add_card_section
+from d2llm_st.training.false_negatives import DynamicFalseNegativeFilter, FalseNegativeFilterCallback
+from d2llm_st.training.model_card import record_distillation
 from d2llm_st.training.runs import CONFIG_NAME, MODEL_DIR, RESULTS_NAME, check_output_dir
 from d2llm_st.training.trainer import D2LLMTrainer
+from d2llm_st.training.word_alignment import WordAlignment
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,6 +67,7 @@ class DistillResult:
     """What a run produced: the saved model folder (``None`` for ``untrained``), the scores and the step count.
 
     ``already_finished`` marks a run that had finished in its output folder before: read back, not re-run.
+    ``primary_metrics`` names each eval set's headline figure (its evaluator's ``primary_metric``).
     """
 
     output_dir: str
@@ -67,86 +76,71 @@ class DistillResult:
     steps: int
     train_metrics: dict[str, float] = field(default_factory=dict)
     already_finished: bool = False
-
-
-def _model_kwargs(config: StudentConfig) -> dict[str, Any] | None:
-    return {"dtype": getattr(torch, config.dtype)} if config.dtype else None
+    primary_metrics: dict[str, str] = field(default_factory=dict)
 
 
 def build_student(config: StudentConfig) -> D2LLM:
-    """A fresh D2LLM student from the config (PMA and IEM randomly initialised from the current seed)."""
-    return D2LLM.from_llm(
-        config.model,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_target_modules=config.lora_target_modules,
-        pma_heads=config.pma_heads,
-        pma_seeds=config.pma_seeds,
-        pma_attention_scale=config.pma_attention_scale,
-        iem_hidden_dim=config.iem_hidden_dim,
-        iem_dropout=config.iem_dropout,
-        iem_cosine_residual=config.iem_cosine_residual,
-        iem_cosine_scale=config.iem_cosine_scale,
-        max_seq_length=config.max_seq_length,
-        bidirectional_from_layer=config.bidirectional_from_layer,
-        query_prompt=config.query_prompt,
-        passage_prompt=config.passage_prompt,
-        symmetric_prompt=config.symmetric_prompt,
-        model_kwargs=_model_kwargs(config),
-    )
+    """A fresh D2LLM student, ``D2LLM.from_llm(**student)`` (PMA and IEM randomly initialised from the current seed).
+
+    The section is the method's own keyword arguments; ``train_backbone`` decides what trains.
+    """
+    return D2LLM.from_llm(**dataclasses.asdict(config))
 
 
 def build_baseline(config: StudentConfig) -> SentenceTransformer:
     """The comparison model: the student's backbone (same LoRA, prompts) with mean pooling instead of PMA + IEM."""
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    if config.lora_r is None:
+    if config.lora_r is None and not config.train_backbone:
         raise UserError(BASELINE_NEEDS_LORA)
     backbone = LLMBackbone(
-        config.model,
+        config.model_name_or_path,
         max_seq_length=config.max_seq_length,
+        padding_side=config.padding_side,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         lora_target_modules=config.lora_target_modules,
         bidirectional_from_layer=config.bidirectional_from_layer,
-        model_kwargs=_model_kwargs(config),
+        train_base_weights=config.train_backbone,
+        model_kwargs=config.model_kwargs,
     )
-    prompts = {
-        PROMPT_NAMES[role]: prompt
-        for role, prompt in (
-            ("query", config.query_prompt),
-            ("passage", config.passage_prompt),
-            ("symmetric", config.symmetric_prompt),
-        )
-        if prompt is not None
-    }
+    prompts = role_prompts(config.query_prompt, config.passage_prompt, config.symmetric_prompt)
     pooling = Pooling(backbone.get_embedding_dimension(), pooling_mode="mean")
     # encode() without a prompt name (how bi-encoders embed symmetric texts) then uses the symmetric prompt.
-    default_prompt = PROMPT_NAMES["symmetric"] if PROMPT_NAMES["symmetric"] in prompts else None
-    return SentenceTransformer(modules=[backbone, pooling], prompts=prompts, default_prompt_name=default_prompt)
+    symmetric = prompt_name("symmetric")
+    return SentenceTransformer(
+        modules=[backbone, pooling],
+        prompts=prompts,
+        default_prompt_name=symmetric if symmetric in prompts else None,
+        device=config.device,
+        model_card_data=D2LLMModelCardData(),
+    )
 
 
 def column_prompts(config: DistillConfig, columns: list[str], task: str) -> dict[str, str]:
-    """The prompt of each text column: symmetric sets use the symmetric prompt everywhere; asymmetric sets the
-    query prompt for the anchor and the passage prompt for the candidates (as ``D2LLM.predict`` does)."""
+    """The prompt of each text column, by its role (:func:`d2llm_st.tasks.column_role`): symmetric sets use the
+    symmetric prompt everywhere; asymmetric sets the query prompt for the anchor and the passage prompt for the
+    candidates (as ``D2LLM.predict`` does)."""
     student = config.student
+    by_role = {"query": student.query_prompt, "passage": student.passage_prompt, "symmetric": student.symmetric_prompt}
     prompts = {}
     for column in columns:
         if column == "label":
             continue
-        if task == "symmetric":
-            prompt = student.symmetric_prompt
-        else:
-            prompt = student.query_prompt if column == "anchor" else student.passage_prompt
+        prompt = by_role[column_role(column, task)]
         if prompt is not None:
             prompts[column] = prompt
     return prompts
 
 
-def load_teacher_from_config(config: DistillConfig):
-    """The configured teacher, with its score cache in the output folder unless the config names one."""
+def load_teacher_from_config(config: DistillConfig) -> Teacher:
+    """The configured teacher (``teacher`` section), with its score cache in the output folder unless the config
+    names one (``teacher.cache``).
+
+    Raises:
+        UserError: the name does not resolve or the folder is not a teacher; the message says how to get one.
+    """
     from d2llm_st.teacher import load_teacher
 
     teacher_config = config.teacher
@@ -166,10 +160,29 @@ def load_teacher_from_config(config: DistillConfig):
         ) from error
 
 
-def build_training_dataset(dataset: DatasetConfig, teacher: Teacher, with_features: bool, batch_size: int) -> Dataset:
-    """One training set (anchor, positive, negative_1..K, label), built by ``d2llm_st.data``."""
-    from d2llm_st.data import build_distillation_dataset
+def build_training_dataset(
+    dataset: DatasetConfig, teacher: Teacher | None, with_features: bool, batch_size: int
+) -> Dataset:
+    """One training set (``anchor, positive, negative_1..K, label``) of a config's ``datasets`` entry.
 
+    A ``path`` that is a folder written by ``d2llm mine`` (:func:`~d2llm_st.data.is_distillation_rows`) is read
+    as it is (its kind and ``num_negatives`` must match the entry; ``limit`` keeps a seeded subset); anything else is
+    raw data, built and scored with ``teacher`` by :func:`~d2llm_st.data.build_distillation_dataset` (``builder``
+    holds its further arguments).
+    """
+    from d2llm_st.data import build_distillation_dataset, is_distillation_rows, load_distillation_rows
+
+    if is_distillation_rows(dataset.path):
+        rows, _ = load_distillation_rows(
+            dataset.path,
+            kind=dataset.type,
+            num_negatives=dataset.num_negatives,
+            limit=dataset.limit,
+            seed=dataset.builder.get("seed", 0),
+        )
+        return rows
+    if teacher is None:
+        raise ValueError(f"datasets entry {dataset.name!r} is raw data: building its rows needs a teacher.")
     return build_distillation_dataset(
         kind=dataset.type,
         path=dataset.path,
@@ -183,32 +196,32 @@ def build_training_dataset(dataset: DatasetConfig, teacher: Teacher, with_featur
     )
 
 
-def make_loss(model: D2LLM, config: DistillConfig, task: str, teacher: Teacher | None) -> D2LLMDistillLoss:
-    """One dataset's :class:`D2LLMDistillLoss`, with its own false-negative filter (scores differ per task)."""
-    loss = config.loss
+def wants_teacher_features(config: DistillConfig) -> bool:
+    """Whether the training rows should carry teacher features (feature imitation is on)."""
+    return config.mode == "distill" and config.teacher.features and config.loss.eta > 0
+
+
+def build_training_datasets(config: DistillConfig, teacher: Teacher | None = None) -> dict[str, Dataset]:
+    """Every training set of ``config.datasets`` by name (:func:`build_training_dataset`); ``teacher`` scores the
+    raw ones (a benchmark can call this to fill the shared score cache first)."""
+    return {
+        dataset.name: build_training_dataset(
+            dataset, teacher, wants_teacher_features(config), config.teacher.batch_size
+        )
+        for dataset in config.datasets
+    }
+
+
+def make_loss(model: D2LLM, config: DistillConfig, task: str) -> D2LLMDistillLoss:
+    """One dataset's ``D2LLMDistillLoss(model, task=..., false_negative_filter=..., **loss)``, with its own filter
+    (teacher scores of different tasks are not on one scale)."""
     false_negative_filter = None
     if config.false_negatives.enabled:
-        from d2llm_st.data.false_negatives import DynamicFalseNegativeFilter
-
         false_negative_filter = DynamicFalseNegativeFilter(
             mode=config.false_negatives.mode, **config.false_negatives.options
         )
     return D2LLMDistillLoss(
-        model,
-        task=task,
-        alpha=loss.alpha,
-        beta=loss.beta,
-        gamma=loss.gamma,
-        eta=loss.eta,
-        temperature=loss.temperature,
-        in_batch_temperature=loss.in_batch_temperature,
-        in_batch_hard_negatives=loss.in_batch_hard_negatives,
-        easy_negative_score=loss.easy_negative_score,
-        false_negative_filter=false_negative_filter,
-        teacher=teacher,
-        word_level_weight=loss.word_level_weight,
-        word_level_temperature=loss.word_level_temperature,
-        train_backbone=loss.train_backbone,
+        model, task=task, false_negative_filter=false_negative_filter, **dataclasses.asdict(config.loss)
     )
 
 
@@ -217,11 +230,7 @@ def _training_datasets(
 ) -> dict[str, Dataset]:
     """The given training sets (checked against the config), or the config's, built with the teacher."""
     if train_datasets is None:
-        with_features = config.mode == "distill" and config.teacher.features and config.loss.eta > 0
-        return {
-            dataset.name: build_training_dataset(dataset, teacher, with_features, config.teacher.batch_size)
-            for dataset in config.datasets
-        }
+        return build_training_datasets(config, teacher)
     expected = [dataset.name for dataset in config.datasets]
     if sorted(train_datasets) != sorted(expected):
         raise ValueError(
@@ -253,34 +262,32 @@ def mixed_precision(bf16: bool, fp16: bool) -> tuple[bool, bool]:
 def training_arguments(
     config: DistillConfig, prompts: dict[str, dict[str, str]]
 ) -> SentenceTransformerTrainingArguments:
-    training = config.training
-    bf16, fp16 = mixed_precision(training.bf16, training.fp16)
-    return SentenceTransformerTrainingArguments(
-        output_dir=training.output_dir,
-        max_steps=training.max_steps,
-        num_train_epochs=training.num_train_epochs,
-        per_device_train_batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
-        warmup_steps=training.warmup_ratio,  # a float below 1 is a fraction of the steps (transformers 5)
-        weight_decay=training.weight_decay,
-        max_grad_norm=training.max_grad_norm,
-        bf16=bf16,
-        fp16=fp16,
-        gradient_checkpointing=training.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if training.gradient_checkpointing else None,
+    """``SentenceTransformerTrainingArguments(**training)``: the ``training`` section under its own field names,
+    ``extra`` (any other field) on top, ``bf16`` / ``fp16`` where a CUDA device supports them
+    (:func:`mixed_precision`), and what every run sets (steps checkpoints, ``data_seed = seed``, the no-duplicates
+    batch sampler, the column ``prompts``, no reporting, no in-training evaluation; ``extra`` may override them).
+
+    Raises:
+        UserError: a key of ``training.extra`` that is not a ``SentenceTransformerTrainingArguments`` field.
+    """
+    fields = dataclasses.asdict(config.training)
+    extra = fields.pop("extra")
+    valid = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init}
+    unknown = sorted(set(extra) - valid)
+    if unknown:
+        raise UserError(f"training.extra: {unknown} are not SentenceTransformerTrainingArguments fields.")
+    fields["bf16"], fields["fp16"] = mixed_precision(fields["bf16"], fields["fp16"])
+    every_run = dict(
         save_strategy="steps",
-        save_steps=training.save_steps,
-        save_total_limit=training.save_total_limit,
-        logging_steps=training.logging_steps,
-        seed=training.seed,
-        data_seed=training.seed,
+        data_seed=fields["seed"],
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler=training.multi_dataset_batch_sampler,
         prompts=prompts,
         report_to="none",
         eval_strategy="no",
-        **training.extra,
     )
+    if fields["gradient_checkpointing"]:
+        every_run["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    return SentenceTransformerTrainingArguments(**{**every_run, **fields, **extra})
 
 
 def distill(
@@ -318,26 +325,32 @@ def distill(
             finished["steps"],
             finished.get("train_metrics", {}),
             already_finished=True,
+            primary_metrics=finished.get("primary_metrics")
+            or {eval_set.name: headline_metric(eval_set.type) for eval_set in config.evaluation.sets},
         )
     config.check_inputs(build_data=train_datasets is None, load_teacher=teacher is None)
     os.makedirs(output_dir, exist_ok=True)
     config.save(os.path.join(output_dir, CONFIG_NAME))
     transformers.set_seed(config.training.seed)
-    evaluators = [build_evaluator(eval_set, config.evaluation.batch_size) for eval_set in config.evaluation.sets]
+    evaluators = [
+        build_evaluator(**dataclasses.asdict(eval_set), batch_size=config.evaluation.batch_size)
+        for eval_set in config.evaluation.sets
+    ]
+    primary_metrics = {evaluator.name: headline_metric(evaluator) for evaluator in evaluators}
 
     if config.mode == "untrained":
         model = build_student(config.student)
         scores = evaluate(model, evaluators)
-        return _finish(config, DistillResult(output_dir, None, scores, steps=0))
+        return _finish(config, DistillResult(output_dir, None, scores, 0, primary_metrics=primary_metrics))
     if not config.datasets:
         raise UserError("The config lists no training datasets; add at least one under 'datasets'.")
 
     distilling = config.mode == "distill"
     word_level = distilling and config.loss.word_level_weight > 0
-    if teacher is None and (train_datasets is None or word_level):
+    if teacher is None and (word_level or (train_datasets is None and _has_raw_data(config))):
         teacher = load_teacher_from_config(config)
-    teacher_identity = teacher.identity if teacher is not None else None
     datasets = _training_datasets(config, train_datasets, teacher)
+    teacher_identity = teacher.identity if teacher is not None else _rows_teachers(config, train_datasets)
     tasks = {dataset.name: dataset.task for dataset in config.datasets}
     prompts = {name: column_prompts(config, datasets[name].column_names, tasks[name]) for name in datasets}
 
@@ -345,17 +358,20 @@ def distill(
     callbacks = []
     if distilling:
         model = build_student(config.student)
-        losses = {name: make_loss(model, config, tasks[name], teacher if word_level else None) for name in datasets}
+        losses = {name: make_loss(model, config, tasks[name]) for name in datasets}
         if config.false_negatives.enabled:
-            callbacks.append(FalseNegativeFilterCallback(losses, config.false_negatives.update_every_steps))
+            filters = {name: loss.false_negative_filter for name, loss in losses.items()}
+            callbacks.append(FalseNegativeFilterCallback(filters, config.false_negatives.update_every_steps))
     else:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
         model = build_baseline(config.student)
         datasets = {name: dataset.remove_columns("label") for name, dataset in datasets.items()}
-        losses = {name: MultipleNegativesRankingLoss(model, scale=config.loss.baseline_scale) for name in datasets}
-    if not word_level:
-        teacher = None  # scores are in the datasets; free the teacher's memory for training
+        losses = {name: MultipleNegativesRankingLoss(model, **dataclasses.asdict(config.baseline)) for name in datasets}
+    word_alignment = None
+    if word_level:
+        word_alignment = WordAlignment(teacher, model.backbone.tokenizer, model.backbone.max_seq_length, tasks)
+    teacher = None  # scores are in the datasets (the word alignment keeps what it needs)
 
     args = training_arguments(config, prompts)
     trainer = D2LLMTrainer(
@@ -364,27 +380,51 @@ def distill(
         train_dataset=datasets,
         loss=losses,
         data_collator=D2LLMDataCollator(
-            preprocess_fn=model.preprocess,
-            prompts=args.prompts,
-            text_columns=("anchor", "positive") if word_level else (),
+            preprocess_fn=model.preprocess, prompts=args.prompts, word_alignment=word_alignment
         ),
         callbacks=callbacks,
     )
     steps, train_metrics = _train(trainer, output_dir, callbacks)
 
     scores = evaluate(model, evaluators)
-    model_dir = os.path.join(output_dir, MODEL_DIR)
-    model.save_pretrained(model_dir)
-    card = DistillationCardData(
-        config=config,
-        teacher_identity=teacher_identity if distilling else None,
+    thresholds = {}
+    for callback in callbacks:
+        thresholds.update({name: history[-1][1] for name, history in callback.history.items() if history})
+    record_distillation(
+        model.model_card_data,
+        config,
+        teacher_identity=teacher_identity,
         dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
         scores=scores,
         steps=steps,
-        filter_history=callbacks[0].history if callbacks else {},
+        thresholds=thresholds,
+        primary_metrics=primary_metrics,
     )
-    add_card_section(model_dir, card.to_markdown())
-    return _finish(config, DistillResult(output_dir, model_dir, scores, steps, train_metrics))
+    model_dir = os.path.join(output_dir, MODEL_DIR)
+    model.save_pretrained(model_dir)
+    return _finish(config, DistillResult(output_dir, model_dir, scores, steps, train_metrics, False, primary_metrics))
+
+
+def _has_raw_data(config: DistillConfig) -> bool:
+    """Whether a training set must be built from raw data (with the teacher), not read from ``d2llm mine`` rows."""
+    from d2llm_st.data import is_distillation_rows
+
+    return any(not is_distillation_rows(dataset.path) for dataset in config.datasets)
+
+
+def _rows_teachers(config: DistillConfig, train_datasets: dict[str, Dataset] | None) -> str | None:
+    """The teacher identity recorded with ``d2llm mine`` rows the run read (``None`` when none says)."""
+    from d2llm_st.data import is_distillation_rows, load_distillation_rows
+
+    if train_datasets is not None:
+        return None
+    identities = []
+    for dataset in config.datasets:
+        if is_distillation_rows(dataset.path):
+            identity = load_distillation_rows(dataset.path)[1].get("teacher")
+            if identity and identity not in identities:
+                identities.append(identity)
+    return ", ".join(identities) or None
 
 
 def _train(
@@ -420,6 +460,7 @@ def _finish(config: DistillConfig, result: DistillResult) -> DistillResult:
                 "scores": result.scores,
                 "train_metrics": result.train_metrics,
                 "model_dir": result.model_dir,
+                "primary_metrics": result.primary_metrics,
             },
             f,
             indent=2,

@@ -1,120 +1,92 @@
-"""The distillation section of a trained student's model card: teacher, data, losses and scores.
+"""What a distillation run tells the model card: the distillation fields of ``D2LLMModelCardData``.
 
-sentence-transformers writes the card (architecture, usage, training arguments, loss configs); this adds
-what it cannot know: which teacher was distilled, from which data, with which D2LLM loss terms, and the
-evaluation scores of the saved model, with a usage snippet that loads it the D2LLM way.
+sentence-transformers' card already states the architecture, usage, training arguments and loss configs; a run
+adds what it alone knows (which teacher was distilled, from which data, with which D2LLM loss terms and
+false-negative thresholds, and the evaluation scores of the saved model) as card fields, which the card template
+renders when the model is saved.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
+from d2llm_st.evaluation.factory import headline_metric
+from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.training.config import DistillConfig
-from d2llm_st.training.evaluation import HEADLINE_METRICS
-
-SECTION_TITLE = "## D2LLM distillation"
-INSERT_BEFORE = "## Training Details"
 
 
-@dataclass
-class DistillationCardData:
-    """What the card states about a distillation run."""
+def record_distillation(
+    card_data: D2LLMModelCardData,
+    config: DistillConfig,
+    teacher_identity: str | None,
+    dataset_rows: Mapping[str, int],
+    scores: Mapping[str, Mapping[str, float]],
+    steps: int,
+    thresholds: Mapping[str, float] | None = None,
+    primary_metrics: Mapping[str, str] | None = None,
+) -> None:
+    """Fill the distillation fields of ``card_data`` (a model's ``model_card_data``) from a finished run.
 
-    config: DistillConfig
-    teacher_identity: str | None
-    dataset_rows: dict[str, int]
-    scores: dict[str, dict[str, float]]
-    steps: int
-    filter_history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    Args:
+        card_data: The model's card data.
+        config: The run's config.
+        teacher_identity: The teacher's score-cache identity (``None`` for a baseline).
+        dataset_rows: Training rows per dataset name.
+        scores: ``{eval set name: {metric: value}}`` of the saved model.
+        steps: Optimizer steps trained.
+        thresholds: The last false-negative threshold of each filter (by filter name).
+        primary_metrics: The ``primary_metric`` of each eval set's evaluator, the figure the card reports
+            (default: the primary metric of the set type's evaluator class).
+    """
+    if not isinstance(card_data, D2LLMModelCardData):
+        raise TypeError(f"The model's card data is a {type(card_data).__name__}, not a D2LLMModelCardData.")
+    distilling = config.mode == "distill"
+    card_data.distillation_mode = config.mode
+    card_data.teacher = config.teacher.model if distilling else None
+    card_data.teacher_identity = teacher_identity if distilling else None
+    card_data.student_backbone = config.student.model_name_or_path
+    card_data.student_lora_r = config.student.lora_r
+    card_data.training_steps = steps
+    card_data.distillation_datasets = [
+        {
+            "name": dataset.name,
+            "type": dataset.type,
+            "task": dataset.task,
+            "split": dataset.split,
+            "rows": dataset_rows.get(dataset.name, "?"),
+            "num_negatives": dataset.num_negatives,
+        }
+        for dataset in config.datasets
+    ]
+    card_data.distillation_losses = dataclasses.asdict(config.loss) if distilling else None
+    filtering = distilling and config.false_negatives.enabled
+    card_data.false_negative_filter = (
+        {"mode": config.false_negatives.mode, "thresholds": dict(thresholds or {})} if filtering else None
+    )
+    card_data.distillation_scores = headline_scores(config, scores, primary_metrics)
 
-    def to_markdown(self) -> str:
-        config = self.config
-        lines = [SECTION_TITLE, ""]
-        if config.mode == "baseline":
-            lines += [
-                "Baseline (no distillation): the same backbone with mean pooling, trained with "
-                "`MultipleNegativesRankingLoss`; scores are cosine similarities.",
-                "",
-            ]
-        else:
-            lines += [
-                "This student was distilled from an LLM teacher with D2LLM (https://arxiv.org/abs/2406.17262): "
-                "the LLM backbone encodes each text once, PMA pools it, and the IEM scores a pair from the two "
-                "embeddings, emulating the teacher's `P(yes)`.",
-                "",
-                f"- **Teacher:** `{config.teacher.model}`"
-                + (f" (`{self.teacher_identity}`)" if self.teacher_identity else ""),
-            ]
-        lines.append(f"- **Student backbone:** `{config.student.model}`, LoRA r={config.student.lora_r}")
-        lines.append(f"- **Training steps:** {self.steps}")
-        lines += [
-            "",
-            "### Training data",
-            "",
-            "| dataset | type | task | split | rows | hard negatives |",
-            "|---|---|---|---|---|---|",
-        ]
-        for dataset in config.datasets:
-            lines.append(
-                f"| {dataset.name} | {dataset.type} | {dataset.task} | {dataset.split} | "
-                f"{self.dataset_rows.get(dataset.name, '?')} | {dataset.num_negatives} |"
+
+def headline_scores(
+    config: DistillConfig,
+    scores: Mapping[str, Mapping[str, float]],
+    primary_metrics: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """``[{name, split, type, metric, value}]``: each eval set's headline figure, its evaluator's primary metric
+    (``primary_metrics`` by set name, else the set type's default, :func:`~d2llm_st.evaluation.headline_metric`)."""
+    rows = []
+    for eval_set in config.evaluation.sets:
+        metric = (primary_metrics or {}).get(eval_set.name) or headline_metric(eval_set.type)
+        value = scores.get(eval_set.name, {}).get(metric)
+        if value is not None:
+            rows.append(
+                {
+                    "name": eval_set.name,
+                    "split": eval_set.split,
+                    "type": eval_set.type,
+                    "metric": metric,
+                    "value": value,
+                }
             )
-        if config.mode == "distill":
-            loss = config.loss
-            lines += [
-                "",
-                "### Losses",
-                "",
-                "`L = in-batch + alpha CI + beta RI_pearson + gamma RI_pairwise + eta FI + w word-level` with "
-                f"alpha={loss.alpha}, beta={loss.beta}, gamma={loss.gamma}, eta={loss.eta}, tau={loss.temperature}, "
-                f"in-batch tau={loss.in_batch_temperature}"
-                f"{' with hard negatives' if loss.in_batch_hard_negatives else ''}, w={loss.word_level_weight} "
-                f"(word-level tau={loss.word_level_temperature}).",
-            ]
-            filtering = config.false_negatives
-            if filtering.enabled:
-                last = [f"{name} {history[-1][1]:.4f}" for name, history in self.filter_history.items() if history]
-                thresholds = f"; last thresholds: {', '.join(last)}" if last else ""
-                lines.append(
-                    f"Dynamic false-negative filtering (one filter per dataset): mode `{filtering.mode}`{thresholds}."
-                )
-            else:
-                lines.append("No false-negative filtering.")
-        if self.scores:
-            lines += ["", "### Evaluation", "", "| set | type | metric | value |", "|---|---|---|---|"]
-            for eval_set in config.evaluation.sets:
-                metric = HEADLINE_METRICS[eval_set.type]
-                value = self.scores.get(eval_set.name, {}).get(metric)
-                if value is not None:
-                    lines.append(f"| {eval_set.name} ({eval_set.split}) | {eval_set.type} | {metric} | {value:.4f} |")
-        if config.mode != "baseline":
-            lines += [
-                "",
-                "### Scoring pairs",
-                "",
-                "```python",
-                "import d2llm_st  # registers the D2LLM modules with sentence-transformers",
-                "from d2llm_st import D2LLM",
-                "",
-                'model = D2LLM("path/to/this/model")',
-                'scores = model.predict([("What is the capital of France?", "Paris is the capital of France.")], '
-                'task="asymmetric")',
-                "```",
-            ]
-        return "\n".join(lines) + "\n"
-
-
-def add_card_section(model_dir: str, section: str) -> None:
-    """Insert ``section`` into ``model_dir/README.md`` before "## Training Details" (or append it)."""
-    path = os.path.join(model_dir, "README.md")
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    if SECTION_TITLE in text:
-        raise ValueError(f"{path} already has a {SECTION_TITLE!r} section.")
-    if INSERT_BEFORE in text:
-        head, tail = text.split(INSERT_BEFORE, 1)
-        text = f"{head}{section}\n{INSERT_BEFORE}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}" if text else section
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    return rows
