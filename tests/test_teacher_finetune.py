@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from d2llm_st.data import LabelledPair
 from d2llm_st.teacher import LLMTeacher, TeacherTrainingConfig, finetune_teacher
-from d2llm_st.teacher import finetune as finetune_module
+from d2llm_st.teacher import trainer as trainer_module
 
 POSITIVE = [("who cooks pizza ?", "the chef cooks pizza"), ("the cat sat", "a cat sat on the mat")]
 NEGATIVE = [("who cooks pizza ?", "rain in winter"), ("the cat sat", "the team scored a goal")]
@@ -42,12 +42,12 @@ def test_finetuned_teacher_learns_yes_and_no_and_reloads_with_its_settings(tiny_
         saved = json.load(f)
     assert saved["max_length"] == CONFIG.max_length and saved["training"]["steps"] == 40
     assert tuned.max_length == CONFIG.max_length and tuned.templates == base.templates
-    assert not os.path.exists(os.path.join(trained, "checkpoint"))  # removed once the teacher is saved
+    assert not [name for name in os.listdir(trained) if name.startswith("checkpoint")]  # removed once saved
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tiny_llama, trained, tmp_path, monkeypatch):
     output = str(tmp_path / "teacher")
-    original = finetune_module._train_step
+    original = trainer_module.yes_no_loss
     calls = []
 
     def crash_at_step_15(*args):
@@ -56,12 +56,12 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_llama, trained, t
             raise KeyboardInterrupt("simulated kill")
         return original(*args)
 
-    monkeypatch.setattr(finetune_module, "_train_step", crash_at_step_15)
+    monkeypatch.setattr(trainer_module, "yes_no_loss", crash_at_step_15)
     with pytest.raises(KeyboardInterrupt):
         finetune_teacher(tiny_llama, PAIRS, output, CONFIG, device="cpu")
-    with open(os.path.join(output, "checkpoint", "state.json")) as f:
-        assert json.load(f)["step"] == 10  # mid-epoch: 4 batches per epoch
-    monkeypatch.setattr(finetune_module, "_train_step", original)
+    with open(os.path.join(output, "checkpoint-10", "trainer_state.json")) as f:
+        assert json.load(f)["global_step"] == 10  # mid-epoch: 4 batches per epoch
+    monkeypatch.setattr(trainer_module, "yes_no_loss", original)
     calls.clear()
     finetune_teacher(tiny_llama, PAIRS, output, CONFIG, device="cpu")
     resumed, straight = load_file(f"{output}/model.safetensors"), load_file(f"{trained}/model.safetensors")
@@ -72,7 +72,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_llama, trained, t
         )
 
     other = TeacherTrainingConfig(**{**CONFIG.to_dict(), "learning_rate": 1e-3})
-    monkeypatch.setattr(finetune_module, "_train_step", crash_at_step_15)
+    monkeypatch.setattr(trainer_module, "yes_no_loss", crash_at_step_15)
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         finetune_teacher(tiny_llama, PAIRS, output, CONFIG, device="cpu")

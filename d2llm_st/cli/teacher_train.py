@@ -2,9 +2,10 @@
 
 Positives (NLI entailment, relevant BEIR passages) are trained to answer "yes", negatives
 (contradiction, incorrect answer-selection candidates) "no"; STS scores are soft targets. Repeat
---kind/--data to train on several sets at once (--limit applies per set). The run checkpoints to
-OUTPUT/checkpoint every --checkpoint-every steps and resumes from it when started again with the
-same arguments; the result is a normal Hugging Face folder plus d2llm_teacher.json.
+--kind/--data to train on several sets at once (--limit applies per set). Training runs on Hugging
+Face's Trainer; it checkpoints to OUTPUT/checkpoint-<step> every --checkpoint-every steps and resumes
+from the newest one when started again with the same arguments; the result is a normal Hugging Face
+folder plus d2llm_teacher.json.
 
 Example:
   d2llm teacher-train --model SMOLLM2_DIR --kind nli --data snli/train.jsonl.gz \

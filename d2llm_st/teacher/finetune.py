@@ -2,12 +2,15 @@
 
 The loss is the cross-entropy of the two-way softmax the teacher scores with,
 ``BCE(sigmoid(logit_yes - logit_no), target)``, so the tuned model's ``P(yes)`` is exactly what
-:class:`~d2llm_st.teacher.LLMTeacher` reads; soft targets (STS) work the same way.
+:class:`~d2llm_st.teacher.LLMTeacher` reads; soft targets (STS) work the same way. The training loop is Hugging
+Face's ``Trainer`` (:class:`~d2llm_st.teacher.trainer.YesNoTrainer`, which says why that trainer).
 
-Training checkpoints (adapter, optimizer, scheduler, RNG, step) go to ``output_dir/checkpoint`` every
-``checkpoint_every`` steps; running the same call again resumes from there. The result is saved like any
-Hugging Face model (LoRA merged) or as a peft adapter, plus ``d2llm_teacher.json`` (templates, answer
-words, max length, training config) so :class:`~d2llm_st.teacher.LLMTeacher` scores it the same way.
+Trainer checkpoints (adapter, optimizer, scheduler, RNG, step) go to ``output_dir/checkpoint-<step>`` every
+``checkpoint_every`` steps, with ``d2llm_teacher_run.json`` (model, data and config of the run); running the same
+call again resumes from the newest complete one, bit for bit, and refuses one of another run. The result is saved
+like any Hugging Face model (LoRA merged) or as a peft adapter, plus ``d2llm_teacher.json`` (templates, answer
+words, max length, training config) so :class:`~d2llm_st.teacher.LLMTeacher` scores it the same way; the
+checkpoints are then removed.
 """
 
 from __future__ import annotations
@@ -17,23 +20,25 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from d2llm_st.data.pairs import LabelledPair
 from d2llm_st.errors import UserError
 from d2llm_st.runtime import cpu_dtype
-from d2llm_st.teacher.llm_teacher import TEACHER_CONFIG_NAME, EncodedPair, LLMTeacher
+from d2llm_st.teacher.llm_teacher import TEACHER_CONFIG_NAME, LLMTeacher
 from d2llm_st.teacher.templates import PromptTemplate
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers' PREFIX_CHECKPOINT_DIR naming
+RUN_NAME = "d2llm_teacher_run.json"
+"""Beside each checkpoint: the model, data and config of the run it belongs to (a resume must match them)."""
 
 
 @dataclass
@@ -71,40 +76,48 @@ def _data_fingerprint(pairs: Sequence[LabelledPair]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _epoch_batches(num_pairs: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: a permutation seeded by ``(seed, epoch)``, so a resumed run sees the same order."""
-    order = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return [order[start : start + batch_size] for start in range(0, num_pairs, batch_size)]
+def _checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """``(step, path)`` of the trainer checkpoints in ``output_dir``, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(match.group(1)), name) for name in os.listdir(output_dir) if (match := CHECKPOINT.match(name))]
+    return [(step, os.path.join(output_dir, name)) for step, name in sorted(found)]
 
 
-def _train_step(
-    teacher: LLMTeacher, model: torch.nn.Module, batch: Sequence[EncodedPair], targets: torch.Tensor, scale: float
-) -> float:
-    """Loss of one micro-batch; its gradient (times ``scale``, for accumulation) is added to the parameters."""
-    margin, _, _, _ = teacher.answer_logits(model, batch)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, targets.to(margin.device))
-    (loss * scale).backward()
-    return loss.item()
+def _last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it after the weights, optimizer
+    and RNG state); newer, half-written ones (a kill during a save) are removed, so the Trainer never reads them."""
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    complete: tuple[int, str] | None = None
+    for step, path in _checkpoints(output_dir):
+        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            complete = (step, path)
+    for step, path in _checkpoints(output_dir):
+        if complete is None or step > complete[0]:
+            logger.warning(f"{path} is incomplete (killed while saving?): removed")
+            shutil.rmtree(path, ignore_errors=True)
+    return complete[1] if complete else None
 
 
-def _save_checkpoint(path: str, model, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Write to ``path.tmp`` then swap it in, so a kill never leaves a half-written checkpoint behind."""
-    staging = f"{path}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, f"{staging}/optim.pt")
-    torch.save(torch.get_rng_state(), f"{staging}/rng.pt")
-    with open(f"{staging}/state.json", "w") as f:
-        json.dump(state, f)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(staging, path)
-
-
-def _find_checkpoint(path: str) -> str | None:
-    for candidate in (path, f"{path}.tmp"):
-        if os.path.isfile(os.path.join(candidate, "state.json")):
-            return candidate
-    return None
+def _check_run(output_dir: str, run: dict[str, Any], checkpoint: str | None) -> None:
+    """Record the run in ``output_dir``, or, when resuming from ``checkpoint``, refuse a run of another model, data
+    or config."""
+    path = os.path.join(output_dir, RUN_NAME)
+    if checkpoint is not None:
+        saved = None
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+        if saved != run:
+            raise UserError(
+                f"{checkpoint} holds a training run with another model, data or config; use a new output_dir or "
+                "delete its checkpoint-* folders to start over."
+            )
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(run, f, indent=2)
 
 
 def finetune_teacher(
@@ -125,7 +138,8 @@ def finetune_teacher(
     Args:
         model_name_or_path: A causal LM (hub id or folder), or a teacher folder saved before (trained further).
         pairs: Training pairs; ``task`` picks the template of each (mixing tasks in one run is fine).
-        output_dir: Where the teacher is saved; ``output_dir/checkpoint`` holds the resumable training state.
+        output_dir: Where the teacher is saved; ``output_dir/checkpoint-<step>`` hold the resumable training state
+            until it is.
         config: Hyper-parameters (:class:`TeacherTrainingConfig`).
         templates, use_chat_template, answer_words: As in :class:`~d2llm_st.teacher.LLMTeacher`; saved with the model.
         device, dtype: Where and in which precision to train. ``"auto"`` keeps float32 weights (and LoRA
@@ -139,9 +153,12 @@ def finetune_teacher(
     Returns:
         ``output_dir``, loadable with ``LLMTeacher(output_dir)``.
     """
-    from peft import LoraConfig, TaskType, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import get_linear_schedule_with_warmup
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import TrainingArguments
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_callback import PrinterCallback, TrainerState
+
+    from d2llm_st.teacher.trainer import LogLines, PairDataset, YesNoTrainer
 
     config = config or TeacherTrainingConfig()
     if not pairs:
@@ -168,7 +185,6 @@ def finetune_teacher(
         # backward pass poisons every gradient. Eager attention keeps those rows finite.
         model_kwargs={"attn_implementation": "eager"},
     )
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cpu_bf16 or cuda_bf16)
     lora = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=config.lora_r,
@@ -179,70 +195,59 @@ def finetune_teacher(
     model = get_peft_model(teacher.model, lora)
     model.train()
     encoded = teacher.encode_batch([(p.text_a, p.text_b) for p in pairs], [p.task for p in pairs])
-    targets = torch.tensor([p.label for p in pairs], dtype=torch.float32)
 
     micro_batches_per_epoch = math.ceil(len(pairs) / config.batch_size)
     steps_per_epoch = math.ceil(micro_batches_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    checkpoint = _last_complete_checkpoint(output_dir)
+    _check_run(
+        output_dir, {"config": config.to_dict(), "data": _data_fingerprint(pairs), "base": teacher.identity}, checkpoint
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-
-    checkpoint_path = os.path.join(output_dir, CHECKPOINT_DIR)
-    run_state = {"config": config.to_dict(), "data": _data_fingerprint(pairs), "base": teacher.identity}
-    step = 0
-    found = _find_checkpoint(checkpoint_path)
-    if found is not None:
-        with open(os.path.join(found, "state.json")) as f:
-            saved = json.load(f)
-        if {key: saved.get(key) for key in run_state} != run_state:
-            raise UserError(
-                f"{found} holds a training run with another model, data or config; use a new output_dir or delete "
-                "that checkpoint folder to start over."
-            )
-        set_peft_model_state_dict(model, load_file(os.path.join(found, "adapter_model.safetensors")))
-        optim_state = torch.load(os.path.join(found, "optim.pt"), weights_only=False)
-        optimizer.load_state_dict(optim_state["optimizer"])
-        scheduler.load_state_dict(optim_state["scheduler"])
-        torch.set_rng_state(torch.load(os.path.join(found, "rng.pt"), weights_only=False))
-        step = saved["step"]
-        logger.info(f"Resuming teacher fine-tuning from step {step} of {total_steps} ({found})")
-
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=total_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=int(config.warmup_ratio * total_steps),  # whole steps, rounded down
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        seed=config.seed,
+        logging_steps=config.log_every,
+        save_strategy="steps",
+        save_steps=config.checkpoint_every,
+        save_total_limit=1,
+        use_cpu=device_type == "cpu",
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,
+        disable_tqdm=not show_progress_bar,
+        report_to="none",
+    )
+    trainer = YesNoTrainer(
+        teacher,
+        autocast_dtype=torch.bfloat16 if cpu_bf16 or cuda_bf16 else None,
+        model=model,
+        args=args,
+        train_dataset=PairDataset(encoded, [p.label for p in pairs]),
+        callbacks=[LogLines()],
+    )
+    trainer.remove_callback(PrinterCallback)  # logs go to Python logging (LogHistory), not print()
     logger.info(
         f"Fine-tuning {model_name_or_path} as a yes/no teacher on {len(pairs)} pairs: {total_steps} steps of "
         f"{config.batch_size} x {config.gradient_accumulation_steps} pairs, LoRA r={config.lora_r}"
     )
-    progress = tqdm(total=total_steps, initial=step, desc="Teacher fine-tuning", disable=not show_progress_bar)
-    running, history = [], []
-    while step < total_steps:
-        epoch, micro_start = divmod(step * config.gradient_accumulation_steps, micro_batches_per_epoch)
-        batches = _epoch_batches(len(encoded), config.batch_size, config.seed, epoch)
-        for start in range(micro_start, len(batches), config.gradient_accumulation_steps):
-            group = batches[start : start + config.gradient_accumulation_steps]
-            loss = 0.0
-            for indices in group:
-                batch = [encoded[i] for i in indices]
-                with autocast:
-                    loss += _train_step(teacher, model, batch, targets[indices], 1 / len(group)) / len(group)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            running.append(loss)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss:.4f}")
-            if step % config.log_every == 0 or step == total_steps:
-                mean_loss = sum(running) / len(running)
-                history.append({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-                logger.info(f"step {step}/{total_steps} loss {mean_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
-                running = []
-            if step % config.checkpoint_every == 0 and step < total_steps:
-                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, {**run_state, "step": step})
-            if step >= total_steps:
-                break
-    progress.close()
+    state = trainer.state
+    if checkpoint is not None:
+        state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        logger.info(f"Resuming teacher fine-tuning from step {state.global_step} of {total_steps} ({checkpoint})")
+    if checkpoint is not None and state.global_step >= total_steps:
+        # Killed while saving the result: load the last checkpoint (the Trainer would train one more step).
+        trainer._load_from_checkpoint(checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
+        state = trainer.state
 
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
@@ -256,12 +261,22 @@ def finetune_teacher(
             {
                 **teacher.settings(),
                 "base_model": model_name_or_path,
-                "training": {**config.to_dict(), "num_pairs": len(pairs), "steps": total_steps, "log": history},
+                "training": {
+                    **config.to_dict(),
+                    "num_pairs": len(pairs),
+                    "steps": total_steps,
+                    "log": [
+                        {"step": entry["step"], "loss": entry["loss"], "lr": entry.get("learning_rate")}
+                        for entry in state.log_history
+                        if "loss" in entry
+                    ],
+                },
             },
             f,
             indent=2,
         )
-    shutil.rmtree(checkpoint_path, ignore_errors=True)
-    shutil.rmtree(f"{checkpoint_path}.tmp", ignore_errors=True)
+    for _, path in _checkpoints(output_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    os.remove(os.path.join(output_dir, RUN_NAME))
     logger.info(f"Saved the fine-tuned teacher to {output_dir}")
     return output_dir
