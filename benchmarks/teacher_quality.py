@@ -8,6 +8,10 @@ train pairs (``--stsb-train-pairs``, the normalised score as a soft target) -> t
 tuned teacher. STS-B dev is the same fixed 300-pair subset the distillation configs evaluate on.
 Prints a markdown table and writes ``teacher_quality.json`` next to the teacher. Scores are
 cached (``<output>-cache.sqlite``) and training checkpoints kept, so an interrupted run resumes.
+
+The figures come from d2llm's evaluators (``d2llm_st.evaluation.build_evaluator`` for STS-B and WikiQA, the
+NLI evaluator over a label-balanced SNLI sample), so they are computed as ``d2llm eval`` computes them; WikiQA's
+MRR has no cut-off (figures recorded before this script used the evaluators were MRR@10).
 """
 
 from __future__ import annotations
@@ -22,9 +26,8 @@ import random
 import sys
 import time
 
-from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli, read_sts, sts_pairs
-from d2llm_st.evaluation.base import subsample
-from d2llm_st.evaluation.metrics import binary_classification, correlation, ranking
+from d2llm_st.data import beir_pairs, nli_pairs, read_beir, read_nli, read_sts, sts_pairs, subsample
+from d2llm_st.evaluation import IEMBinaryClassificationEvaluator, build_evaluator, evaluate
 from d2llm_st.teacher import LLMTeacher, TeacherTrainingConfig, finetune_teacher
 
 logger = logging.getLogger("teacher_quality")
@@ -43,27 +46,31 @@ def balanced_sample(pairs: list, per_label: int, seed: int) -> list:
     return sample
 
 
-def evaluate(teacher: LLMTeacher, snli_dev: list, wikiqa_dev, stsb_dev: list, batch_size: int) -> dict[str, float]:
-    """SNLI dev entailment-vs-contradiction AUC, WikiQA dev re-ranking NDCG@10 / MRR@10 / MAP, STS-B dev Spearman."""
+def evaluators(data: str, snli_dev: list, stsb_dev_pairs: int, batch_size: int) -> list:
+    """STS-B dev (a fixed subset of ``stsb_dev_pairs``), the label-balanced SNLI dev sample, WikiQA dev candidates."""
+    common = dict(batch_size=batch_size, show_progress_bar=None, write_csv=False)
+    labels = [int(p.label) for p in snli_dev]
+    snli = IEMBinaryClassificationEvaluator(
+        [p.text_a for p in snli_dev], [p.text_b for p in snli_dev], labels, name="snli", **common
+    )
+    return [
+        build_evaluator("sts", os.path.join(data, "sts", "stsb"), "dev", "stsb", limit=stsb_dev_pairs, **common),
+        snli,
+        build_evaluator("answer-selection", os.path.join(data, "ir", "wikiqa"), "dev", "wikiqa", **common),
+    ]
+
+
+def evaluate_teacher(teacher: LLMTeacher, sets: list) -> dict[str, float]:
+    """SNLI dev entailment-vs-contradiction AUC, WikiQA dev re-ranking NDCG@10 / MRR / MAP, STS-B dev Spearman."""
     started = time.time()
-    sts_scores = teacher.score([(p.text_a, p.text_b) for p in stsb_dev], "symmetric", batch_size=batch_size).scores
-    sts = correlation(sts_scores, [p.label for p in stsb_dev])
-    nli_scores = teacher.score([(p.text_a, p.text_b) for p in snli_dev], "symmetric", batch_size=batch_size).scores
-    nli = binary_classification(nli_scores, [int(p.label) for p in snli_dev])
-    keys = [(qid, doc) for qid, docs in wikiqa_dev.candidates.items() for doc in docs]
-    pairs = [(wikiqa_dev.queries[qid], wikiqa_dev.corpus[doc]) for qid, doc in keys]
-    scores = teacher.score(pairs, "asymmetric", batch_size=batch_size).scores
-    run: dict[str, dict[str, float]] = {}
-    for (qid, doc), score in zip(keys, scores):
-        run.setdefault(qid, {})[doc] = float(score)
-    ir = ranking(run, wikiqa_dev.qrels, k=10)
+    scores = evaluate(teacher, sets)
     return {
-        "snli_auc": nli["auc"],
-        "snli_accuracy": nli["accuracy"],
-        "wikiqa_ndcg@10": ir["ndcg@10"],
-        "wikiqa_mrr@10": ir["mrr@10"],
-        "wikiqa_map": ir["map"],
-        "stsb_spearman": sts["spearman"],
+        "snli_auc": scores["snli"]["auc"],
+        "snli_accuracy": scores["snli"]["accuracy"],
+        "wikiqa_ndcg@10": scores["wikiqa"]["ndcg@10"],
+        "wikiqa_mrr": scores["wikiqa"]["mrr"],
+        "wikiqa_map": scores["wikiqa"]["map"],
+        "stsb_spearman": scores["stsb"]["spearman"],
         "eval_seconds": time.time() - started,
     }
 
@@ -106,24 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     snli_dev = balanced_sample(
         nli_pairs(read_nli(os.path.join(nli_dir, "dev.jsonl.gz"))), args.snli_dev_per_label, args.seed
     )
-    wikiqa_dev = read_beir(wikiqa_dir, "dev")
     stsb_dir = os.path.join(args.data, "sts", "stsb")
-    stsb_train = sts_pairs(
-        random.Random(args.seed).sample(read_sts(os.path.join(stsb_dir, "train.jsonl.gz")), args.stsb_train_pairs)
-    )
-    stsb_dev = sts_pairs(
-        subsample(read_sts(os.path.join(stsb_dir, "dev.jsonl.gz")), args.stsb_dev_pairs, "STS-B dev pairs")
-    )
+    stsb_rows = read_sts(os.path.join(stsb_dir, "train.jsonl.gz")) if args.stsb_train_pairs else []
+    stsb_train = sts_pairs(subsample(stsb_rows, args.stsb_train_pairs, seed=args.seed) if stsb_rows else [])
     train = snli_train + wikiqa_train + stsb_train
+    sets = evaluators(args.data, snli_dev, args.stsb_dev_pairs, args.eval_batch_size)
     logger.info(
         f"train: {len(snli_train)} SNLI + {len(wikiqa_train)} WikiQA + {len(stsb_train)} STS-B pairs; "
-        f"eval: {len(stsb_dev)} STS-B dev pairs, {len(snli_dev)} SNLI dev pairs, "
-        f"{sum(map(len, wikiqa_dev.candidates.values()))} WikiQA dev candidates of {len(wikiqa_dev.candidates)} queries"
+        f"eval: {len(sets[0].pairs)} STS-B dev pairs, {len(snli_dev)} SNLI dev pairs, "
+        f"{sum(len(s['positive']) + len(s['negative']) for s in sets[2].samples)} WikiQA dev candidates of "
+        f"{len(sets[2].samples)} queries"
     )
     cache = f"{os.path.normpath(args.output)}-cache.sqlite"
     results = {}
     base = LLMTeacher(args.model, max_length=args.max_length, cache=cache)
-    results["zero-shot"] = evaluate(base, snli_dev, wikiqa_dev, stsb_dev, args.eval_batch_size)
+    results["zero-shot"] = evaluate_teacher(base, sets)
     del base
 
     config = TeacherTrainingConfig(
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     finetune_teacher(args.model, train, args.output, config)
     train_seconds = time.time() - started
     tuned = LLMTeacher(args.output, cache=cache)
-    results["fine-tuned"] = evaluate(tuned, snli_dev, wikiqa_dev, stsb_dev, args.eval_batch_size)
+    results["fine-tuned"] = evaluate_teacher(tuned, sets)
 
     report = {
         "results": results,
@@ -153,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     with open(os.path.join(args.output, "teacher_quality.json"), "w") as f:
         json.dump(report, f, indent=2)
-    print("| teacher | STS-B dev Spearman | SNLI dev AUC (E vs C) | SNLI dev acc | WikiQA dev NDCG@10 | MRR@10 | MAP |")
+    print("| teacher | STS-B dev Spearman | SNLI dev AUC (E vs C) | SNLI dev acc | WikiQA dev NDCG@10 | MRR | MAP |")
     print("|---|---|---|---|---|---|---|")
     for name, row in results.items():
         print(
             f"| {name} | {row['stsb_spearman']:.4f} | {row['snli_auc']:.4f} | {row['snli_accuracy']:.4f} | "
-            f"{row['wikiqa_ndcg@10']:.4f} | {row['wikiqa_mrr@10']:.4f} | {row['wikiqa_map']:.4f} |"
+            f"{row['wikiqa_ndcg@10']:.4f} | {row['wikiqa_mrr']:.4f} | {row['wikiqa_map']:.4f} |"
         )
     print(f"fine-tuning: {report['train_pairs']} pairs, {train_seconds:.0f} s")
     return 0

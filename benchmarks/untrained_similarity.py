@@ -30,17 +30,17 @@ from common import machine_info, markdown_table
 from scipy.stats import spearmanr
 
 from d2llm_st import D2LLM
-from d2llm_st.data.readers import read_sts
-from d2llm_st.deelm.turning_point import pool
-from d2llm_st.evaluation.base import subsample
+from d2llm_st.data import read_sts, subsample
+from d2llm_st.deelm import pool
 from d2llm_st.model_paths import resolve_model_path
+from d2llm_st.tasks import prompt_name
 
 
 @torch.no_grad()
 def pooled_embeddings(model: D2LLM, texts: list[str], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PMA embeddings and mean-pooled token states of ``texts`` (symmetric prompt), from one backbone pass."""
-    backbone, pma = model[0], model[1]
-    prompt = model.prompts.get("symmetric", "")
+    backbone, pma = model.backbone, model.pma
+    prompt = model.prompts.get(prompt_name("symmetric"), "")
     pma_out, mean_out = [], []
     for start in range(0, len(texts), batch_size):
         features = model.preprocess([prompt + text for text in texts[start : start + batch_size]])
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = read_sts(args.data)
-    rows = subsample(rows, args.limit, "STS pairs") if args.seeded_subset else rows[: args.limit]
+    rows = subsample(rows, args.limit, what="STS pairs") if args.seeded_subset else rows[: args.limit]
     gold = [row["score"] for row in rows]
     torch.manual_seed(args.seed)
     if args.student:

@@ -15,6 +15,7 @@ import torch
 from conftest import error_lines
 from datasets import Dataset
 
+from d2llm_st.evaluation import build_evaluator, evaluate
 from d2llm_st.training import (
     DatasetConfig,
     DistillConfig,
@@ -26,7 +27,6 @@ from d2llm_st.training import (
     TrainingConfig,
     distill,
 )
-from d2llm_st.evaluation import build_evaluator, evaluate
 
 
 @pytest.fixture(scope="module", autouse=True)

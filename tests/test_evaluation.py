@@ -15,6 +15,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from d2llm_st import D2LLM
 from d2llm_st.cli import main as cli_main
+from d2llm_st.data import subsample
 from d2llm_st.evaluation import (
     IEMBinaryClassificationEvaluator,
     IEMInformationRetrievalEvaluator,
@@ -26,7 +27,6 @@ from d2llm_st.evaluation import (
     detect_model_type,
     ranking,
 )
-from d2llm_st.evaluation.base import subsample
 
 PAIRS = [
     ("the cat sat on the mat", "a cat sat on a mat"),
@@ -99,7 +99,7 @@ def test_binary_classification_on_fixed_scores():
     # positives score 0.9, 0.8, 0.1; negatives 0.7, 0.3, 0.2: 6 of 9 positive-negative pairs ordered right.
     assert metrics["auc"] == pytest.approx(6 / 9)
     assert metrics["accuracy"] == pytest.approx(5 / 6)  # positive above 0.75: 0.9, 0.8 right, 0.1 wrong
-    assert evaluator.primary_metric == "average_precision"
+    assert evaluator.primary_metric == "auc"  # the headline figure of NLI sets (issue 19: headline = primary)
     with pytest.raises(ValueError, match="both 0 and 1"):
         IEMBinaryClassificationEvaluator(["a"], ["b"], [1])
 
@@ -263,9 +263,9 @@ def test_detect_model_type(student, cross_encoder, tiny_llama, minilm, tmp_path)
 
 def test_subsample_is_fixed_and_keeps_order():
     items = list(range(100))
-    first, second = subsample(items, 10, "items"), subsample(items, 10, "items")
+    first, second = subsample(items, 10, what="items"), subsample(items, 10, what="items")
     assert first == second == sorted(first) and len(set(first)) == 10 and first != items[:10]
-    assert subsample(items, None, "items") == items
+    assert subsample(items, None, what="items") == items
 
 
 def test_cli_eval(student, tmp_path, capsys):

@@ -17,8 +17,8 @@ from d2llm_st.losses import (
     word_level_loss,
 )
 from d2llm_st.losses.contrastive_imitation import candidate_masks
-from d2llm_st.training.word_alignment import align_pair_attention, check_same_tokenizer, student_text_spans
 from d2llm_st.teacher.base import PairAttention
+from d2llm_st.training.word_alignment import align_pair_attention, check_same_tokenizer, student_text_spans
 
 
 def softplus(x: float) -> float:

@@ -74,10 +74,10 @@ def read_labelled_pairs(args: argparse.Namespace) -> list:
             each = min(len(positives), len(negatives), *([limit // 2] if limit is not None else []))
             if each == 0:
                 raise UserError(f"--balance: {path} has no positive or no negative pairs to balance.")
-            found = subsample(positives, each, args.seed, "positives") + subsample(
-                negatives, each, args.seed, "negatives"
+            found = subsample(positives, each, seed=args.seed, what="positives") + subsample(
+                negatives, each, seed=args.seed, what="negatives"
             )
         else:
-            found = subsample(found, limit, args.seed, f"{kind} pairs")
+            found = subsample(found, limit, seed=args.seed, what=f"{kind} pairs")
         pairs += found
     return pairs

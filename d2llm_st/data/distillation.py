@@ -124,7 +124,7 @@ def build_distillation_dataset(
     positives_of: dict[str, set[str]] = {}
     for anchor, positive, _ in groups:  # every positive of an anchor, so none is mined as its negative
         positives_of.setdefault(anchor, set()).add(positive)
-    groups = subsample(groups, limit, seed, f"{kind} anchors")
+    groups = subsample(groups, limit, seed=seed, what=f"{kind} anchors")
 
     negatives = [list(dict.fromkeys(wrong))[:num_negatives] for _, _, wrong in groups]
     need = [i for i, found in enumerate(negatives) if len(found) < num_negatives]
@@ -265,6 +265,6 @@ def load_distillation_rows(
         )
     dataset = load_from_disk(path)
     if limit is not None and limit < len(dataset):
-        dataset = dataset.select(subsample_indices(len(dataset), limit, seed))
+        dataset = dataset.select(subsample_indices(len(dataset), limit, seed=seed))
     logger.info(f"Read {len(dataset)} {rows_info['kind']} distillation rows from {path}")
     return dataset, rows_info

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def subsample_indices(size: int, limit: int | None, seed: int = 0) -> list[int]:
+def subsample_indices(size: int, limit: int | None, *, seed: int = 0) -> list[int]:
     """Sorted positions of the rows :func:`subsample` keeps out of ``size`` (all of them when ``limit`` is
     ``None`` or at least ``size``).
 
@@ -37,7 +37,7 @@ def subsample_indices(size: int, limit: int | None, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(size), limit))
 
 
-def subsample(items: Sequence[T], limit: int | None, seed: int = 0, what: str = "rows") -> list[T]:
+def subsample(items: Sequence[T], limit: int | None, *, seed: int = 0, what: str = "rows") -> list[T]:
     """``limit`` items drawn at random with a fixed seed, in their original order; all of them if ``limit`` is
     ``None`` or not below ``len(items)``. See the module docstring for the exact semantics.
 
@@ -48,7 +48,7 @@ def subsample(items: Sequence[T], limit: int | None, seed: int = 0, what: str = 
         what: What the items are, for the log line (e.g. ``"pairs"``).
     """
     items = list(items)
-    keep = subsample_indices(len(items), limit, seed)
+    keep = subsample_indices(len(items), limit, seed=seed)
     if len(keep) < len(items):
         logger.info(f"Using {len(keep)} of {len(items)} {what} (a seeded random subset, seed {seed})")
     return [items[i] for i in keep]

@@ -216,7 +216,7 @@ def find_turning_point(
         if limit < 2:
             raise UserError(f"limit must be at least 2 pairs to compute a correlation, got {limit}.")
         if limit < len(rows):
-            rows = subsample(rows, limit, seed, "STS pairs")
+            rows = subsample(rows, limit, seed=seed, what="STS pairs")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = backbone_dtype(device)
     backbone = LLMBackbone(
