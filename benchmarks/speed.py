@@ -446,7 +446,7 @@ def training_speed(config_path: str, steps: int) -> dict:
     from d2llm_st.training import DistillConfig, distill
 
     config = DistillConfig.load(config_path)
-    batch = config.training.batch_size
+    batch = config.training.per_device_train_batch_size
     output_dir = tempfile.mkdtemp(prefix="d2llm-speed-train-")
     overrides = [
         "teacher.model=bundled:smollm2",

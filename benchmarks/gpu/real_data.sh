@@ -31,7 +31,7 @@ step() {
     distill)
       python3 benchmarks/distill_ablation.py configs/smollm2_gpu.yaml --output-dir runs/ablation-gpu --jobs "$JOBS" \
         --variants "${VARIANTS[@]}" --bidirectional-from-layer "$TURNING_POINT" \
-        --set training.max_steps="$STEPS" --set student.model="$SMOLLM2" 2>&1 | quiet ;;
+        --set training.max_steps="$STEPS" --set student.model_name_or_path="$SMOLLM2" 2>&1 | quiet ;;
     quality-teacher) "${QUALITY[@]}" --teacher runs/teacher-smollm2 2>&1 | quiet ;;
     quality-students) "${QUALITY[@]}" "${STUDENTS[@]}" 2>&1 | quiet ;;
     quality) "${QUALITY[@]}" --teacher runs/teacher-smollm2 "${STUDENTS[@]}" 2>&1 | quiet ;;

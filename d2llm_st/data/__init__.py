@@ -5,6 +5,7 @@
 
 from d2llm_st.data.distillation import (
     build_distillation_dataset,
+    distillation_rows_info,
     is_distillation_rows,
     load_distillation_rows,
     save_distillation_rows,
@@ -16,6 +17,7 @@ from d2llm_st.data.sampling import subsample
 
 __all__ = [
     "build_distillation_dataset",
+    "distillation_rows_info",
     "is_distillation_rows",
     "load_distillation_rows",
     "save_distillation_rows",

@@ -228,6 +228,21 @@ def save_distillation_rows(dataset, path: str, kind: str, teacher: Any = None, *
     return rows_info
 
 
+def distillation_rows_info(path: str) -> dict[str, Any]:
+    """What ``d2llm_rows.json`` of a folder of saved rows says (kind, task, ``num_negatives``, teacher, ...).
+
+    Raises:
+        UserError: ``path`` is not such a folder.
+    """
+    if not is_distillation_rows(path):
+        raise UserError(
+            f"{path} is not a folder of distillation rows ({ROWS_INFO_NAME} is missing): write one with "
+            "`d2llm mine --output`, or give a raw nli / sts file or BEIR folder."
+        )
+    with open(os.path.join(path, ROWS_INFO_NAME), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def load_distillation_rows(
     path: str, kind: str | None = None, num_negatives: int | None = None, limit: int | None = None, seed: int = 0
 ):
@@ -249,13 +264,7 @@ def load_distillation_rows(
     """
     from datasets import load_from_disk
 
-    if not is_distillation_rows(path):
-        raise UserError(
-            f"{path} is not a folder of distillation rows ({ROWS_INFO_NAME} is missing): write one with "
-            "`d2llm mine --output`, or give a raw nli / sts file or BEIR folder."
-        )
-    with open(os.path.join(path, ROWS_INFO_NAME), encoding="utf-8") as f:
-        rows_info = json.load(f)
+    rows_info = distillation_rows_info(path)
     if kind is not None and check_dataset_kind(kind) != rows_info["kind"]:
         raise UserError(f"{path} holds {rows_info['kind']} rows (mined with --kind {rows_info['kind']}), not {kind}.")
     if num_negatives is not None and num_negatives != rows_info["num_negatives"]:

@@ -106,9 +106,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+    module = importlib.import_module(_EXPORTS[name])
+    # Every export of that module at once: importing d2llm_st.training.distill binds the package attribute
+    # ``distill`` to the submodule, which must not hide the function of the same name.
+    for export in _MODULES[module.__name__.rsplit(".", 1)[1]]:
+        globals()[export] = getattr(module, export)
+    return globals()[name]
 
 
 def __dir__() -> list[str]:

@@ -238,6 +238,8 @@ class EvalSetConfig:
 
 @dataclass
 class EvaluationConfig:
+    """The ``evaluation`` section: the eval sets (:class:`EvalSetConfig`) and their batch size."""
+
     sets: list[EvalSetConfig] = field(default_factory=list)
     batch_size: int = 32
 

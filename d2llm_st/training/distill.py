@@ -350,6 +350,7 @@ def distill(
     if teacher is None and (word_level or (train_datasets is None and _has_raw_data(config))):
         teacher = load_teacher_from_config(config)
     datasets = _training_datasets(config, train_datasets, teacher)
+    teacher_name = config.teacher.model if teacher is not None or train_datasets is not None else None
     teacher_identity = teacher.identity if teacher is not None else _rows_teachers(config, train_datasets)
     tasks = {dataset.name: dataset.task for dataset in config.datasets}
     prompts = {name: column_prompts(config, datasets[name].column_names, tasks[name]) for name in datasets}
@@ -393,6 +394,7 @@ def distill(
     record_distillation(
         model.model_card_data,
         config,
+        teacher=teacher_name,
         teacher_identity=teacher_identity,
         dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
         scores=scores,
@@ -414,14 +416,14 @@ def _has_raw_data(config: DistillConfig) -> bool:
 
 def _rows_teachers(config: DistillConfig, train_datasets: dict[str, Dataset] | None) -> str | None:
     """The teacher identity recorded with ``d2llm mine`` rows the run read (``None`` when none says)."""
-    from d2llm_st.data import is_distillation_rows, load_distillation_rows
+    from d2llm_st.data import distillation_rows_info, is_distillation_rows
 
     if train_datasets is not None:
         return None
     identities = []
     for dataset in config.datasets:
         if is_distillation_rows(dataset.path):
-            identity = load_distillation_rows(dataset.path)[1].get("teacher")
+            identity = distillation_rows_info(dataset.path).get("teacher")
             if identity and identity not in identities:
                 identities.append(identity)
     return ", ".join(identities) or None

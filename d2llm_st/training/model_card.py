@@ -20,6 +20,8 @@ from d2llm_st.training.config import DistillConfig
 def record_distillation(
     card_data: D2LLMModelCardData,
     config: DistillConfig,
+    *,
+    teacher: str | None,
     teacher_identity: str | None,
     dataset_rows: Mapping[str, int],
     scores: Mapping[str, Mapping[str, float]],
@@ -32,7 +34,9 @@ def record_distillation(
     Args:
         card_data: The model's card data.
         config: The run's config.
-        teacher_identity: The teacher's score-cache identity (``None`` for a baseline).
+        teacher: The teacher's name (``teacher.model``), when the run loaded it.
+        teacher_identity: The teacher's score-cache identity (or the identities ``d2llm mine`` recorded with the
+            rows the run read).
         dataset_rows: Training rows per dataset name.
         scores: ``{eval set name: {metric: value}}`` of the saved model.
         steps: Optimizer steps trained.
@@ -44,7 +48,7 @@ def record_distillation(
         raise TypeError(f"The model's card data is a {type(card_data).__name__}, not a D2LLMModelCardData.")
     distilling = config.mode == "distill"
     card_data.distillation_mode = config.mode
-    card_data.teacher = config.teacher.model if distilling else None
+    card_data.teacher = teacher if distilling else None
     card_data.teacher_identity = teacher_identity if distilling else None
     card_data.student_backbone = config.student.model_name_or_path
     card_data.student_lora_r = config.student.lora_r
