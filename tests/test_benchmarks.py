@@ -75,3 +75,52 @@ def test_quality_table_runs_every_cell(tiny_llama, minilm, shared_data, tmp_path
     assert cell["settings"]["first_stage"] == minilm and cell["settings"]["candidate_k"] == 5
     assert cell["command"] in table and "--first-stage" in cell["command"]
     assert f"{100 * cell['metrics']['ndcg@10']:.1f}" in table
+
+
+PUBLIC_PACKAGES = (
+    "d2llm_st",
+    "d2llm_st.data",
+    "d2llm_st.deelm",
+    "d2llm_st.evaluation",
+    "d2llm_st.losses",
+    "d2llm_st.modules",
+    "d2llm_st.teacher",
+    "d2llm_st.training",
+)
+"""Packages whose ``__all__`` is public API."""
+PUBLIC_MODULES = (
+    "d2llm_st.cli",
+    "d2llm_st.errors",
+    "d2llm_st.evaluation.metrics",
+    "d2llm_st.gguf",
+    "d2llm_st.inference",
+    "d2llm_st.model_paths",
+    "d2llm_st.runtime",
+    "d2llm_st.tasks",
+)
+"""Modules documented in docs/api.md as a whole (their names without a leading underscore are public)."""
+
+
+def test_benchmarks_and_examples_use_the_public_api():
+    import ast
+    import importlib
+
+    folders = [BENCHMARKS, os.path.join(os.path.dirname(__file__), "..", "examples")]
+    internal = []
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".py"):
+                continue
+            tree = ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("d2llm_st"):
+                    for alias in node.names:
+                        if node.module in PUBLIC_PACKAGES:
+                            public = alias.name in importlib.import_module(node.module).__all__
+                        else:
+                            public = node.module in PUBLIC_MODULES and not alias.name.startswith("_")
+                        if not public:
+                            internal.append(f"{name}: from {node.module} import {alias.name}")
+                elif isinstance(node, ast.Import):
+                    internal += [f"{name}: import {a.name}" for a in node.names if a.name.startswith("d2llm_st.")]
+    assert not internal, internal

@@ -627,3 +627,203 @@ def test_cli_refuses_another_config_in_a_finished_folder_and_reports_the_same_on
     assert "steps: 4" in finished.stdout and "already finished" in finished.stdout
     assert "| nli_toy | auc | 0.7500 |" in finished.stdout
     assert open(tmp_path / "run" / "results.json").read() == before
+
+
+def _keyword_parameters(function, leave_out: set[str] = frozenset()) -> dict:
+    """``{name: default}`` of a callable's keyword parameters (``inspect._empty`` when there is none)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters.values()
+    return {
+        p.name: p.default
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in {"self", "model", *leave_out}
+    }
+
+
+def _fields(section) -> dict:
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(section)
+    }
+
+
+def test_config_sections_are_the_constructors_signatures():
+    """student = D2LLM.from_llm, loss = D2LLMDistillLoss, baseline = MNRL, training = ST training arguments,
+    evaluation.sets[] = build_evaluator: the same names and (but for the model) the same defaults."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from d2llm_st import D2LLM
+    from d2llm_st.losses import D2LLMDistillLoss
+    from d2llm_st.model_paths import BUNDLED_SMOLLM2
+    from d2llm_st.training import BaselineConfig, LossConfig
+
+    student = _keyword_parameters(D2LLM.from_llm)
+    assert student.pop("model_name_or_path") is inspect_empty()  # required there; bundled:smollm2 in a config
+    assert _fields(StudentConfig) == {"model_name_or_path": BUNDLED_SMOLLM2, **student}
+    assert _fields(LossConfig) == _keyword_parameters(D2LLMDistillLoss, {"task", "false_negative_filter"})
+    baseline = _keyword_parameters(MultipleNegativesRankingLoss)
+    assert all(baseline[name] == default for name, default in _fields(BaselineConfig).items())
+    evaluator = _keyword_parameters(build_evaluator, {"first_stage", "batch_size", "show_progress_bar", "write_csv"})
+    evaluator.update(type="sts", path="", split="dev")  # a config's defaults: dev split (build_evaluator: test)
+    assert _fields(EvalSetConfig) == {**evaluator, "name": ""}
+    training = {name for name in _fields(TrainingConfig) if name != "extra"}
+    argument_names = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init}
+    assert training <= argument_names, training - argument_names
+
+
+def inspect_empty():
+    import inspect
+
+    return inspect.Parameter.empty
+
+
+def test_the_sections_build_their_objects_with_fields(tiny_llama, eval_data, tmp_path):
+    from d2llm_st.training import build_student, training_arguments
+    from d2llm_st.training.distill import make_loss
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"), warmup_steps=0.25).with_overrides(
+        [
+            "loss.alpha=0.5",
+            "student.pma_output_dim=8",
+            "student.train_backbone=true",
+            "training.extra={adam_beta2: 0.99}",
+        ]
+    )
+    model = build_student(config.student)
+    assert model.pma.get_embedding_dimension() == 8 and all(p.requires_grad for p in model.parameters())
+    loss = make_loss(model, config, "symmetric")
+    assert (loss.alpha, loss.task, loss.word_level_weight) == (0.5, "symmetric", 0.1)
+    args = training_arguments(config, prompts={})
+    assert args.warmup_steps == 0.25 and args.per_device_train_batch_size == 2 and args.adam_beta2 == 0.99
+    assert args.get_warmup_steps(8) == 2  # a fraction of the steps, as warmup_ratio was
+    with pytest.raises(ValueError, match=r"training.extra: \['warmup_rato'\] are not"):
+        training_arguments(config.with_overrides(["training.extra={warmup_rato: 0.1}"]), prompts={})
+
+
+@pytest.mark.parametrize(
+    ("section", "old", "new"),
+    [
+        ("student", "model: bundled:smollm2", "student.model -> student.model_name_or_path"),
+        ("student", "dtype: bfloat16", "student.dtype -> student.model_kwargs"),
+        ("loss", "train_backbone: true", "loss.train_backbone -> student.train_backbone"),
+        ("loss", "baseline_scale: 40", "loss.baseline_scale -> baseline.scale"),
+        ("training", "batch_size: 8", "training.batch_size -> training.per_device_train_batch_size"),
+        ("training", "warmup_ratio: 0.1", "training.warmup_ratio -> training.warmup_steps"),
+    ],
+)
+def test_an_old_config_is_refused_naming_the_renamed_key(tmp_path, section, old, new):
+    from d2llm_st.errors import UserError
+
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{section}:\n  {old}\n")
+    with pytest.raises(UserError, match=f"Renamed key\\(s\\) in config.{section}: {re.escape(new)}"):
+        DistillConfig.load(str(path))
+    key = new.split(" -> ")[0]
+    with pytest.raises(UserError, match=f"it was renamed {re.escape(new.split(' -> ')[1])}"):
+        DistillConfig().with_overrides([f"{key}=1"])
+
+
+def test_an_old_eval_set_type_is_refused_with_its_spelling():
+    from d2llm_st.errors import UserError
+
+    with pytest.raises(UserError, match=r"evaluation.sets\[0\].type: .*'answer_selection': it is spelled 'answer-sel"):
+        DistillConfig.from_dict({"evaluation": {"sets": [{"name": "qa", "type": "answer_selection", "path": "p"}]}})
+
+
+def test_mined_rows_are_a_training_set_for_distill(tiny_llama, eval_data, train_files, tmp_path, capsys):
+    """`d2llm mine` writes rows; `d2llm distill` trains on them when a dataset's path is that folder (no teacher
+    needed without word-level distillation), and checks their kind and K."""
+    from d2llm_st.cli import main
+    from d2llm_st.data import load_distillation_rows
+
+    mined = str(tmp_path / "mined-nli")
+    mine = ["mine", "--teacher", tiny_llama, "--kind", "nli", "--data", train_files["nli"], "--num-negatives", "2"]
+    assert main([*mine, "--method", "none", "--output", mined]) == 0
+    rows, info = load_distillation_rows(mined)
+    assert (info["kind"], info["task"], info["num_negatives"], len(rows)) == ("nli", "symmetric", 2, 6)
+    assert info["teacher"].startswith("LLMTeacher:")
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run"), max_steps=2).with_overrides(
+        [
+            f"datasets.nli_toy.path={mined}",
+            f"datasets.qa_toy.path={train_files['qa']}",
+            "datasets.qa_toy.num_negatives=2",
+            "loss.word_level_weight=0",
+            f"teacher.cache={tmp_path / 'scores.sqlite'}",
+        ]
+    )
+    path = str(tmp_path / "run.yaml")
+    config.save(path)
+    assert main(["distill", path]) == 0
+    card = open(tmp_path / "run" / "model" / "README.md").read()
+    assert "| nli_toy | nli | symmetric | train | 6 | 2 |" in card and "| qa_toy | beir | asymmetric |" in card
+
+    # Only mined rows and no word level: the teacher is not needed at all.
+    only_mined = config.with_overrides(
+        ["datasets.qa_toy.path=" + mined, "datasets.qa_toy.type=nli", f"training.output_dir={tmp_path / 'run2'}"]
+    ).with_overrides([f"teacher.model={tmp_path / 'no-teacher-here'}"])
+    result = distill(only_mined)
+    assert result.steps == 2
+    card = open(os.path.join(result.model_dir, "README.md")).read()
+    assert f"- **Teacher:** `{info['teacher']}` (the teacher that scored the rows)" in card
+
+    from d2llm_st.errors import UserError
+
+    with pytest.raises(UserError, match="holds rows with 2 negatives, not num_negatives=3"):
+        distill(
+            only_mined.with_overrides(
+                ["datasets.nli_toy.num_negatives=3", "training.output_dir=" + str(tmp_path / "x")]
+            )
+        )
+    with pytest.raises(UserError, match="holds nli rows .* not beir"):
+        distill(only_mined.with_overrides(["datasets.nli_toy.type=beir", "training.output_dir=" + str(tmp_path / "y")]))
+
+
+def test_model_card_is_rendered_from_the_card_data_fields(tiny_llama, eval_data, tmp_path):
+    """The distillation facts are D2LLMModelCardData fields, rendered by the card template (one mechanism)."""
+    from d2llm_st import D2LLM
+    from d2llm_st.model_card import TEMPLATE_PATH, D2LLMModelCardData
+    from d2llm_st.training import record_distillation
+
+    config = make_config(tiny_llama, eval_data, str(tmp_path / "run")).with_overrides(["false_negatives.enabled=true"])
+    model = D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=16, device="cpu")
+    assert (
+        isinstance(model.model_card_data, D2LLMModelCardData) and model.model_card_data.template_path == TEMPLATE_PATH
+    )
+    scores = {"sts_toy": {"spearman": 0.25, "pearson": 0.5}, "nli_toy": {"auc": 0.75}, "qa_toy": {"ndcg@10": 0.5}}
+    record_distillation(
+        model.model_card_data,
+        config,
+        teacher="runs/teacher",
+        teacher_identity="LLMTeacher:x",
+        dataset_rows={"nli_toy": 4, "qa_toy": 4},
+        scores=scores,
+        steps=7,
+        thresholds={"nli_toy": 0.8125},
+    )
+    data = model.model_card_data
+    assert (data.distillation_mode, data.teacher_identity, data.training_steps, data.student_lora_r) == (
+        "distill",
+        "LLMTeacher:x",
+        7,
+        4,
+    )
+    assert data.distillation_scores[2] == {
+        "name": "qa_toy",
+        "split": "dev",
+        "type": "answer-selection",
+        "metric": "ndcg@10",
+        "value": 0.5,
+    }
+    assert data.false_negative_filter == {"mode": "drop", "thresholds": {"nli_toy": 0.8125}}
+    model.save_pretrained(str(tmp_path / "model"))
+    card = open(tmp_path / "model" / "README.md").read()
+    assert card.startswith("---\n") and "## D2LLM distillation" in card and "- **Training steps:** 7" in card
+    assert "- **Teacher:** `runs/teacher` (`LLMTeacher:x`)" in card
+    assert "| sts_toy (dev) | sts | spearman | 0.2500 |" in card and "last thresholds: nli_toy 0.8125." in card
+    assert "pip install -U sentence-transformers d2llm" in card
+    plain = D2LLM.from_llm(tiny_llama, pma_heads=4, iem_hidden_dim=16, device="cpu")  # not from d2llm distill
+    plain.save_pretrained(str(tmp_path / "plain"))
+    assert "D2LLM distillation" not in open(tmp_path / "plain" / "README.md").read()

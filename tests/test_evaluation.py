@@ -301,3 +301,70 @@ def test_cli_evaluates_the_real_llm_as_a_teacher(smollm2, shared_data, tmp_path)
     evaluator = IEMRerankingEvaluator.from_beir(data, "test", limit=3)
     expected = evaluator(LLMTeacher(smollm2, device="cpu"))
     assert result["metrics"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_one_factory_builds_every_eval_type_and_the_headline_is_its_primary_metric(tmp_path, student):
+    from d2llm_st.evaluation import EVALUATOR_CLASSES, build_evaluator, evaluate, headline_metric
+    from d2llm_st.tasks import EVAL_TYPES
+
+    assert set(EVALUATOR_CLASSES) == set(EVAL_TYPES)
+    sts = tmp_path / "sts"
+    sts.mkdir()
+    with gzip.open(sts / "dev.jsonl.gz", "wt", encoding="utf-8") as f:
+        for (a, b), score in zip(PAIRS, GOLD):
+            f.write(json.dumps({"sentence1": a, "sentence2": b, "score": score}) + "\n")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "candidates").mkdir()
+    with gzip.open(beir / "corpus.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": doc, "title": "", "text": text}) + "\n" for doc, text in CORPUS.items())
+    with gzip.open(beir / "queries.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": query, "text": text}) + "\n" for query, text in QUERIES.items())
+    lines = "".join(f"{q}\t{d}\t1\n" for q, docs in QRELS.items() for d in docs)
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    wrong = "".join(f"{q}\td5\t0\n" for q in QRELS)
+    (beir / "candidates" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines + wrong)
+
+    data = {"sts": str(sts), "ir": str(beir), "answer-selection": str(beir)}
+    for eval_type, path in data.items():
+        evaluator = build_evaluator(eval_type, path, split="dev", name=eval_type, candidate_k=3)
+        assert isinstance(evaluator, EVALUATOR_CLASSES[eval_type])
+        metrics = evaluate(student, [evaluator])[eval_type]
+        # The headline is the evaluator's own primary_metric (after a call ST prefixes it with the name).
+        assert evaluator.primary_metric == f"{eval_type}_{headline_metric(evaluator)}"
+        assert headline_metric(evaluator) == headline_metric(eval_type) and headline_metric(evaluator) in metrics
+    assert [headline_metric(t) for t in ("sts", "nli", "ir", "answer-selection")] == [
+        "spearman",
+        "auc",
+        "ndcg@10",
+        "ndcg@10",
+    ]
+    with pytest.raises(ValueError, match="it is spelled 'answer-selection'"):
+        build_evaluator("answer_selection", str(beir))
+
+
+def test_the_cli_builds_its_evaluator_with_the_factory_and_marks_the_primary_metric(
+    monkeypatch, student, tmp_path, capsys
+):
+    """``d2llm eval`` builds its evaluator with build_evaluator and marks the primary metric."""
+    from d2llm_st.evaluation import factory
+
+    calls = []
+    original = factory.build_evaluator
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(factory, "build_evaluator", recording)
+    import d2llm_st.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "build_evaluator", recording)
+    student.save_pretrained(str(tmp_path / "student"))
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        "".join(json.dumps({"sentence1": a, "sentence2": b, "score": s}) + "\n" for (a, b), s in zip(PAIRS, GOLD))
+    )
+    assert cli_main(["eval", "--model", str(tmp_path / "student"), "--task", "sts", "--data", str(data)]) == 0
+    assert calls and calls[0][0][:2] == ("sts", str(data))
+    assert "spearman" in capsys.readouterr().out.split("(primary)")[0].splitlines()[-1]
