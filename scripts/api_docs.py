@@ -31,6 +31,8 @@ MODULES = [
     ("d2llm_st.training", None),
     ("d2llm_st.deelm", None),
     ("d2llm_st.inference", None),
+    ("d2llm_st.corpus", None),
+    ("d2llm_st.distributed", None),
     ("d2llm_st.model_paths", None),
     ("d2llm_st.runtime", None),
     ("d2llm_st.gguf", None),
