@@ -750,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     device = torch.device(args.device)
-    if device.type == "cpu":
+    if device.type == "cpu" and args.shapes == ["smollm2"]:
         return run_cpu(args)
     dtype = getattr(torch, args.dtype or "bfloat16")
     if args.tokenizer is None and any(shape not in REAL_MODELS for shape in args.shapes):

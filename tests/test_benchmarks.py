@@ -124,3 +124,27 @@ def test_benchmarks_and_examples_use_the_public_api():
                 elif isinstance(node, ast.Import):
                     internal += [f"{name}: import {a.name}" for a in node.names if a.name.startswith("d2llm_st.")]
     assert not internal, internal
+
+
+@pytest.mark.slow
+def test_cpu_speed_benchmark_times_each_pass_against_the_bare_bf16_backbone(smollm2, tmp_path):
+    out = tmp_path / "speed"
+    stdout = run_script(
+        "speed.py",
+        *("--device", "cpu", "--n", "10", "--corpus-size", "4", "--encode-batch-size", "2"),
+        *("--passage-tokens", "16", "--query-tokens", "12", "--repeats", "2", "--ce-max-n", "10"),
+        *("--dtype", "float32", "--output-dir", str(out)),
+    )
+    result = json.loads((out / "speed-cpu-float32.json").read_text())
+    run = result["runs"][0]
+    assert result["cpu"] and run["dtype"] == "float32" and run["lora_r"] == 8
+    assert result["machine"]["load_average"] and result["machine"]["torch_threads"] >= 1
+    row = run["rerank"][0]
+    for key in ("bare_plain_ms", "d2llm_plain_ms", "bare_fast_ms", "d2llm_fast_ms", "ce_ms"):
+        assert row[key] > 0, key
+    for key in ("encode_lora", "encode_merged"):
+        assert run[key]["bare"] > 0 and run[key]["d2llm"] > 0
+    assert run["peak_rss_mib_inference"] > 100
+    assert "| rerank N=10: FastReranker (ms) |" in stdout and "float32 / bare bf16" in stdout
+    report = run_script("speed.py", "--report", str(out / "speed-cpu-float32.json"))
+    assert "corpus encoding, LoRA merged (passages/s)" in report
