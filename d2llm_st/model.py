@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -429,6 +429,18 @@ class D2LLM(SentenceTransformer):
         if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
             return contextlib.nullcontext()
         return torch.no_grad()
+
+    def forward(self, input: dict[str, torch.Tensor] | Callable[[D2LLM], Any], **kwargs: Any) -> Any:
+        """``SentenceTransformer.forward`` (backbone -> PMA -> IEM, which passes the embedding through); given a
+        callable instead of features, returns ``input(self)``.
+
+        The callable form is for training under ``DistributedDataParallel``: the wrapper tracks only the parameters
+        used during its wrapped module's forward, but :class:`~d2llm_st.losses.D2LLMDistillLoss` scores pairs with
+        the IEM outside the module chain, so it runs its whole computation as one forward call of the wrapper.
+        """
+        if callable(input):
+            return input(self)
+        return super().forward(input, **kwargs)
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapter into the backbone weights (see :meth:`LLMBackbone.merge_lora`)."""

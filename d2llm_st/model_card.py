@@ -37,6 +37,7 @@ class D2LLMModelCardData(SentenceTransformerModelCardData):
         teacher: The teacher's name (``teacher.model``) and ``teacher_identity`` its score-cache identity.
         student_backbone, student_lora_r: The base LLM and LoRA rank of the student.
         training_steps: Optimizer steps trained.
+        training_processes: How many processes trained it (DDP under torchrun / accelerate launch; ``None``: one).
         distillation_datasets: One ``{name, type, task, split, rows, num_negatives}`` per training set.
         distillation_losses: The loss weights and temperatures (``D2LLMDistillLoss`` arguments); ``None`` for a
             baseline.
@@ -54,6 +55,7 @@ class D2LLMModelCardData(SentenceTransformerModelCardData):
     student_backbone: str | None = None
     student_lora_r: int | None = None
     training_steps: int | None = None
+    training_processes: int | None = None
     distillation_datasets: list[dict[str, Any]] = field(default_factory=list)
     distillation_losses: dict[str, Any] | None = None
     false_negative_filter: dict[str, Any] | None = None

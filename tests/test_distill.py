@@ -47,8 +47,11 @@ def write_jsonl_gz(path: str, rows: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory) -> dict[str, str]:
+    return write_eval_data(tmp_path_factory.mktemp("eval-data"))
+
+
+def write_eval_data(root) -> dict[str, str]:
     """Tiny STS / NLI / answer-selection files in the shared data formats (words from the tiny vocabulary)."""
-    root = tmp_path_factory.mktemp("eval-data")
     sts = write_jsonl_gz(
         str(root / "sts" / "dev.jsonl.gz"),
         [

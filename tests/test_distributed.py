@@ -8,6 +8,7 @@ cache merge, resuming a multi-process run in one process, and the output folder 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -16,19 +17,23 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from conftest import WORDS
+from test_distill import make_config, write_eval_data, write_jsonl_gz
 
 from d2llm_st import D2LLM, distributed
 from d2llm_st.cli import main
 from d2llm_st.corpus import encode_corpus, load_corpus_embeddings, read_manifest, shard_path
 from d2llm_st.distributed import Distributed, DistributedError
 from d2llm_st.errors import UserError
+from d2llm_st.evaluation import build_evaluator, evaluate
 from d2llm_st.teacher import LLMTeacher, ScoreCache, sharded
 from d2llm_st.teacher.cache import cache_key
+from d2llm_st.training import DistillConfig, distill
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
@@ -223,6 +228,174 @@ def test_a_stuck_rank_makes_the_other_fail_after_the_timeout_not_hang(tiny_llama
     assert time.perf_counter() - start < 90  # the launcher then stops the stuck rank
 
 
+# --- distillation under DDP -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory) -> dict[str, str]:
+    return write_eval_data(tmp_path_factory.mktemp("eval-data"))
+
+
+@pytest.fixture(scope="module")
+def ddp_data(tmp_path_factory) -> dict[str, Any]:
+    """Raw training data whose rows divide into whole global batches of 4: NLI with 8 premises (one entailment and
+    two contradictions each: 8 rows of K = 2, 24 pairs) and a BEIR set of 4 queries (one candidate negative each: 4
+    rows of K = 1, 8 pairs); every text distinct, so no batch sampler skips a row."""
+    rng = random.Random(3)
+    texts: list[str] = []
+    while len(texts) < 8 * 4 + 4 + 8:
+        text = sentence(rng, 5)
+        if text not in texts:
+            texts.append(text)
+    root = tmp_path_factory.mktemp("ddp-data")
+    nli = []
+    for i in range(8):
+        premise, entailed, *contradicted = texts[4 * i : 4 * i + 4]
+        nli.append({"premise": premise, "hypothesis": entailed, "label": "entailment"})
+        nli += [{"premise": premise, "hypothesis": text, "label": "contradiction"} for text in contradicted]
+    nli_path = write_jsonl_gz(str(root / "nli" / "train.jsonl.gz"), nli)
+    queries, docs = texts[32:36], texts[36:44]
+    beir = root / "qa"
+    write_jsonl_gz(
+        str(beir / "corpus.jsonl.gz"), [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(docs)]
+    )
+    write_jsonl_gz(str(beir / "queries.jsonl.gz"), [{"_id": f"q{i}", "text": t} for i, t in enumerate(queries)])
+    for folder, lines in (
+        ("qrels", [f"q{i}\td{i}\t1" for i in range(4)]),
+        ("candidates", [f"q{i}\td{i}\t1\nq{i}\td{i + 4}\t0" for i in range(4)]),
+    ):
+        os.makedirs(beir / folder)
+        (beir / folder / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    return {"nli": nli_path, "qa": str(beir), "pairs": 32}
+
+
+def ddp_config(tiny_llama, eval_data, ddp_data, output_dir, cache, batch_size: int) -> DistillConfig:
+    """4 steps of batch ``batch_size`` per process (an epoch is 3), a checkpoint every 2; in-batch candidates
+    gathered; the false-negative filters updated at the epoch's end from the positive scores of steps 1-3, which a
+    kill after step 2 splits between a checkpoint and the resumed run (margin 1: they flag nothing, so the terms stay
+    comparable)."""
+    return make_config(tiny_llama, eval_data, str(output_dir), per_device_train_batch_size=batch_size).with_overrides(
+        [
+            f"datasets.nli_toy.path={ddp_data['nli']}",
+            "datasets.nli_toy.builder={mining: none}",
+            f"datasets.qa_toy.path={ddp_data['qa']}",
+            "datasets.qa_toy.builder={mining: none}",
+            f"teacher.cache={cache}",
+            "loss.gather_across_devices=true",
+            "loss.word_level_weight=0",
+            "false_negatives.enabled=true",
+            "false_negatives.options={margin: 1.0}",
+        ]
+    )
+
+
+def log_terms(run) -> dict[int, dict[str, float]]:
+    with open(os.path.join(run, "checkpoint-4", "trainer_state.json"), encoding="utf-8") as f:
+        history = json.load(f)["log_history"]
+    return {entry["step"]: entry for entry in history if "loss" in entry}
+
+
+def test_distill_under_ddp_follows_one_process_resumes_after_a_kill_and_scores_each_pair_once(
+    tiny_llama, eval_data, ddp_data, tmp_path, monkeypatch, capsys
+):
+    """2 processes x batch 2 with gathering = 1 process x batch 4, step by step, across a kill and a resume.
+
+    float32 backbone (D2LLM_CPU_DTYPE): the two runs then differ only by float rounding (the same texts, other
+    matrix shapes and a gradient all-reduce), ~1e-7 relative on the loss; bf16 would add ~1e-2. Word level is off:
+    its mean over query tokens is taken per process, then across processes, so it weights processes, not tokens,
+    alike (as do the RI terms when the filter drops different numbers of negatives per process).
+    """
+    monkeypatch.setenv("D2LLM_CPU_DTYPE", "float32")
+    cache, run = tmp_path / "scores.sqlite", tmp_path / "ddp"
+    path = str(tmp_path / "ddp.yaml")
+    ddp_config(tiny_llama, eval_data, ddp_data, run, cache, batch_size=2).save(path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    env = {"D2LLM_CPU_DTYPE": "float32"}
+    start = time.perf_counter()
+
+    # Rank 1 is killed (SIGKILL) as it starts step 3; rank 0 fails at once.
+    killed = launch(
+        ["distill", path],
+        tmp_path,
+        D2LLM_TEST_COUNT_DIR=str(first),
+        D2LLM_TEST_KILL_RANK="1",
+        D2LLM_TEST_KILL_STEPS="2",
+        **env,
+    )
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    pairs = ddp_data["pairs"]
+    assert counted(first, "teacher") == pairs == rows(str(cache))  # every pair scored once, by one process
+    assert counted(first, "step") == 4  # 2 steps x 2 processes
+    assert (run / "checkpoint-2").is_dir() and not (run / "checkpoint-4").exists() and not (run / "model").exists()
+
+    # Another number of processes would change the global batch: refused, before anything loads.
+    capsys.readouterr()
+    assert main(["distill", path]) == 2
+    error = capsys.readouterr().err
+    assert "checkpoint-2 was trained by 2 process(es) but this run has 1" in error and "--overwrite" in error
+
+    resumed = launch(["distill", path], tmp_path, launcher="accelerate", D2LLM_TEST_COUNT_DIR=str(second), **env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    wall = time.perf_counter() - start
+    assert counted(second, "teacher") == 0 and counted(second, "step") == 4  # steps 3 and 4, in each process
+    assert resumed.stdout.count("| sts_toy | spearman |") == 1  # rank 0 alone reports
+
+    # One process with the global batch: the same losses, step by step, and the same filter thresholds.
+    one = ddp_config(tiny_llama, eval_data, ddp_data, tmp_path / "one", cache, batch_size=4)
+    reference = distill(one)
+    ddp_steps, one_steps = log_terms(run), log_terms(tmp_path / "one")
+    assert sorted(ddp_steps) == sorted(one_steps) == [1, 2, 3, 4]
+    for step, terms in one_steps.items():
+        for name in ("loss", "grad_norm", "in_batch", "contrastive_imitation", "rank_imitation_pearson"):
+            assert ddp_steps[step][name] == pytest.approx(terms[name], rel=1e-4, abs=1e-6), (step, name)
+    filters = [json.load(open(r / "checkpoint-4" / "false_negative_filter.json")) for r in (run, tmp_path / "one")]
+    for name in ("nli_toy", "qa_toy"):  # updated at step 3 from all 3 steps' scores, across the kill
+        assert [step for step, _ in filters[0][name]["history"]] == [3]
+        np.testing.assert_allclose(filters[0][name]["history"], filters[1][name]["history"], rtol=1e-6)
+    # Every process updated its filters from all processes' scores: the ranks logged the same thresholds.
+    logged: dict[str, list[str]] = {}
+    for line in resumed.stderr.splitlines():
+        if "False-negative threshold of" in line:
+            rank = line.split("[rank ")[1].split("/")[0]
+            logged.setdefault(rank, []).append(line.split("False-negative threshold of ")[1].split(" (")[0])
+    assert set(logged) == {"0", "1"} and logged["0"] == logged["1"], logged
+    assert [entry.split(":")[0] for entry in logged["0"]] == [  # the epoch's end, then the end of training
+        "nli_toy at step 3",
+        "qa_toy at step 3",
+        "nli_toy at step 4",
+    ]
+
+    # The saved model loads in one process and scores what rank 0 reported, and what one process trained.
+    results = json.load(open(run / "results.json"))
+    model = D2LLM(str(run / "model"), device="cpu")
+    batch_size = one.evaluation.batch_size
+    evaluators = [build_evaluator(**dataclasses.asdict(s), batch_size=batch_size) for s in one.evaluation.sets]
+    for name, metrics in evaluate(model, evaluators).items():
+        assert metrics == pytest.approx(results["scores"][name], abs=1e-6), name
+        assert metrics == pytest.approx(reference.scores[name], abs=1e-3), name
+    card = (run / "model" / "README.md").read_text()
+    assert "on 2 processes (DDP" in card and "in-batch candidates gathered across processes" in card
+    print(f"distill: 2 processes killed + resumed, and the 1-process reference: {wall:.1f} s")
+
+
+def test_distill_ranks_that_see_different_output_folders_stop_before_loading_anything(
+    tiny_llama, eval_data, ddp_data, tmp_path
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = str(tmp_path / "run.yaml")
+    ddp_config(tiny_llama, eval_data, ddp_data, "node-local/run", tmp_path / "s.sqlite", batch_size=2).save(path)
+    start = time.perf_counter()
+    result = launch(["distill", path], tmp_path, D2LLM_TEST_CHDIR_RANK="1", D2LLM_TEST_CHDIR=str(elsewhere))
+    assert result.returncode != 0
+    errors = rank_errors(result, "distill")
+    message = "d2llm distill: error: The output folder (training.output_dir) node-local/run is not one folder shared"
+    assert errors and result.stderr.count(message) == 2, result.stderr[-3000:]  # one line each (they may interleave)
+    assert "Loading weights" not in result.stderr and not (elsewhere / "node-local" / "run").exists()
+    assert time.perf_counter() - start < 60
+
+
 # --- one process -----------------------------------------------------------------------------------------------
 
 
@@ -278,6 +451,60 @@ def test_a_missing_process_fails_the_launch_in_time_with_one_line(tmp_path, corp
     error = result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr and error.startswith("d2llm encode: error: rank 0: not all WORLD_SIZE=2")
     assert "1/2 clients joined" in error and "unset WORLD_SIZE to run in one process" in error
+
+
+def test_aligned_sampler_gives_all_processes_one_dataset_per_step_as_one_process_with_their_batch():
+    from accelerate.data_loader import BatchSamplerShard
+    from datasets import Dataset
+    from sentence_transformers.base.sampler import (
+        NoDuplicatesBatchSampler,
+        ProportionalBatchSampler,
+        RoundRobinBatchSampler,
+    )
+    from torch.utils.data import ConcatDataset
+
+    from d2llm_st.training.trainer import AlignedMultiDatasetBatchSampler
+
+    sizes = {"a": 16, "b": 8}
+    datasets = [Dataset.from_dict({"anchor": [f"{name} {i}" for i in range(size)]}) for name, size in sizes.items()]
+    concat = ConcatDataset(datasets)
+
+    def batches(sampler_class, batch_size: int, **kwargs) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(42)
+        samplers = [
+            NoDuplicatesBatchSampler(d, batch_size=batch_size, drop_last=True, generator=generator, seed=42)
+            for d in datasets
+        ]
+        sampler = sampler_class(concat, samplers, generator=generator, seed=42, **kwargs)
+        sampler.set_epoch(1)
+        assert len(list(sampler)) == len(sampler)
+        return list(sampler)
+
+    for mode, original in (("proportional", ProportionalBatchSampler), ("round_robin", RoundRobinBatchSampler)):
+        one = batches(AlignedMultiDatasetBatchSampler, 4, mode=mode)
+        assert one == batches(original, 4)  # one process: sentence-transformers' own sampling
+        two = batches(AlignedMultiDatasetBatchSampler, 2, mode=mode, world_size=2)
+        assert [two[i] + two[i + 1] for i in range(0, len(two), 2)] == one  # 2 x 2 rows = the batches of 4
+        for rank in (0, 1):  # what accelerate's data loader gives each process: at each step, one dataset for all
+            shard = BatchSamplerShard(two, num_processes=2, process_index=rank, even_batches=False)
+            assert [batch[0] >= 16 for batch in shard] == [batch[0] >= 16 for batch in one]
+
+
+def test_distill_with_world_size_2_and_one_process_fails_in_time(
+    monkeypatch, tiny_llama, eval_data, ddp_data, tmp_path
+):
+    """A missing process (a wrong --nproc_per_node / --nnodes): the join times out with one line, no hang."""
+    path = str(tmp_path / "run.yaml")
+    ddp_config(tiny_llama, eval_data, ddp_data, tmp_path / "run", tmp_path / "s.sqlite", batch_size=2).save(path)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", free_port())
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "2")
+    start = time.perf_counter()
+    with pytest.raises(DistributedError, match=r"rank 0: not all WORLD_SIZE=2 processes joined .* 1/2 clients joined"):
+        main(["--debug", "distill", path])
+    assert time.perf_counter() - start < 30 and not torch.distributed.is_initialized()
+    assert not (tmp_path / "run" / "distill_config.yaml").exists()
 
 
 def test_teacher_score_with_several_processes_needs_a_cache(monkeypatch, tiny_llama, nli_file, capsys):

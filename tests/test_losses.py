@@ -35,8 +35,15 @@ def test_in_batch_loss_hand_computed():
     assert in_batch_loss(extra).item() == pytest.approx(
         (math.log(math.exp(2) * 2 + 1) - 2 + math.log(math.exp(1) + 2 * math.exp(3)) - 3) / 2, abs=1e-6
     )
-    with pytest.raises(ValueError, match="B, N >= B"):
+    # Gathered from several processes: this batch's positives start at its offset (rows of the process before).
+    shifted = torch.tensor([[0.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    assert in_batch_loss(shifted, offset=1).item() == pytest.approx(
+        (math.log(2 + math.exp(2)) - 2 + math.log(1 + math.exp(1) + math.exp(3)) - 3) / 2, abs=1e-6
+    )
+    with pytest.raises(ValueError, match=r"B, N >= offset \+ B"):
         in_batch_loss(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="offset 2"):
+        in_batch_loss(torch.zeros(2, 3), offset=2)
 
 
 def test_contrastive_imitation_hand_computed():

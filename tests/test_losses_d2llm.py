@@ -490,3 +490,79 @@ def test_collator_alignment_equals_the_old_in_loss_alignment(tiny_llama, teacher
             loss.word_level_temperature,
         )
     assert term.item() == pytest.approx(old.item(), rel=1e-6)
+
+
+FOURTH_ROW = {
+    "anchor": "who cooks pizza in the kitchen",
+    "positive": "the chef cooks pizza",
+    "negative_1": "the man eat bread",
+    "negative_2": "the river and the sea",
+    "label": [0.85, 0.5, 0.03],
+}
+
+
+def as_process(monkeypatch, rank: int, others: torch.Tensor, shapes: list | None = None) -> None:
+    """Make D2LLMDistillLoss gather as process ``rank`` of 2 whose other process holds the candidate embeddings
+    ``others`` ``[B, C, d]`` (what the all-gather brings: positives ``[B, d]`` or hard negatives ``[B, K, d]``)."""
+    import d2llm_st.losses.d2llm_distill as module
+
+    def all_gather_with_grad(tensor):
+        other = others[:, 0] if tensor.ndim == 2 else others[:, 1:]
+        return torch.cat([tensor, other] if rank == 0 else [other, tensor])
+
+    def all_gather(tensor):  # the shape check: both processes alike unless told otherwise
+        return torch.stack([tensor, torch.tensor(shapes or tensor.tolist())]).flatten()
+
+    monkeypatch.setattr(module, "get_world_size", lambda: 2)
+    monkeypatch.setattr(module, "get_rank", lambda: rank)
+    monkeypatch.setattr(module, "all_gather_with_grad", all_gather_with_grad)
+    monkeypatch.setattr(module, "all_gather", all_gather)
+
+
+@torch.no_grad()
+def one_and_two_processes(monkeypatch, model, rows: list[dict], **kwargs) -> tuple[dict, dict]:
+    """The loss terms of ``rows`` in one process, and the average of two gathering processes with half each."""
+    whole = D2LLMDistillLoss(model, **kwargs)(*collate(model, rows))
+    halves = [collate(model, rows[2 * rank : 2 * rank + 2]) for rank in (0, 1)]
+    embedded = [D2LLMDistillLoss(model)._embed(model, features, False)[1] for features, _ in halves]
+    per_process = []
+    for rank in (0, 1):
+        with monkeypatch.context() as patch:
+            as_process(patch, rank, embedded[1 - rank])
+            per_process.append(D2LLMDistillLoss(model, gather_across_devices=True, **kwargs)(*halves[rank]))
+    alone = D2LLMDistillLoss(model, **kwargs)(*halves[0])  # no gathering: each process sees its own rows only
+    assert alone["in_batch"].item() < per_process[0]["in_batch"].item()
+    return whole, {name: (per_process[0][name] + per_process[1][name]) / 2 for name in per_process[0]}
+
+
+@pytest.mark.parametrize("hard_negatives", [False, True])
+def test_gathering_gives_each_process_its_share_of_the_one_process_loss(tiny_llama, monkeypatch, hard_negatives):
+    """Two processes with 2 rows each, gathering, average to one process with the 4 rows: every term (the in-batch
+    ones see all 4 positives, or all 4 x 3 candidates; the anchor's own positive and flagged negatives sit at its
+    process's offset)."""
+    model = make_student(tiny_llama).eval()
+    rows = [*ROWS, FOURTH_ROW]
+    generator = np.random.default_rng(0)
+    featured = [dict(row, label=[[s, *generator.normal(size=6)] for s in row["label"]]) for row in rows]
+    kwargs = dict(gamma=0.3, eta=0.7, in_batch_hard_negatives=hard_negatives, word_level_weight=0.0)
+    whole, average = one_and_two_processes(monkeypatch, model, featured, **kwargs)
+    assert set(whole) == set(average) == set(TERMS) - {"word_level"}
+    for name, value in whole.items():
+        assert average[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
+
+    # The own flagged negatives are masked at the process's offset too: the per-row terms still average to the
+    # one-process ones (the RI terms, means over the valid candidates of all rows, would not).
+    flagged = dict(kwargs, false_negative_filter=DynamicFalseNegativeFilter(theta=0.45))
+    whole, average = one_and_two_processes(monkeypatch, model, rows, **flagged)
+    for name in ("in_batch", "contrastive_imitation"):
+        assert average[name].item() == pytest.approx(whole[name].item(), rel=1e-5), name
+
+
+def test_gathering_refuses_processes_on_different_datasets(tiny_llama, monkeypatch):
+    model = make_student(tiny_llama).eval()
+    loss = D2LLMDistillLoss(model, gather_across_devices=True, word_level_weight=0.0)
+    features, labels = collate(model, ROWS)
+    others = torch.zeros(3, 3, model.iem.embedding_dim)
+    as_process(monkeypatch, 0, others, shapes=[3, 2, model.iem.embedding_dim, 1])
+    with pytest.raises(ValueError, match=r"rank 0: 3 rows x 3 candidates \(asymmetric\); rank 1: 3 rows x 2 candid"):
+        loss(features, labels)

@@ -9,10 +9,17 @@ training.output_dir and teacher.cache), or reported as already finished (nothing
 a different config is refused with the differing keys. --overwrite deletes the previous run (not the teacher
 score cache) and starts fresh; --no-resume refuses a folder that holds a run instead of continuing it.
 
+Under torchrun or accelerate launch (one process per GPU, any number of nodes): the teacher scores are shared out
+before training (each pair scored once, into the one cache), every process trains on its share of each step's
+batches (DDP; loss.gather_across_devices=true scores the in-batch candidates of all of them), and rank 0 writes
+the checkpoints, evaluates and saves. training.output_dir must be a folder every process sees; a run resumes with
+the number of processes that started it. See docs/scaling.md.
+
 Examples:
   d2llm distill configs/smollm2_cpu_small.yaml
   d2llm distill configs/smollm2_cpu_small.yaml --set loss.alpha=0 --set training.output_dir=runs/no_ci
   d2llm distill configs/smollm2_cpu_small.yaml --mode baseline --set training.output_dir=runs/mnrl
+  torchrun --nproc_per_node 8 -m d2llm_st.cli distill configs/smollm2_gpu.yaml --set loss.gather_across_devices=true
 """
 
 from __future__ import annotations
@@ -52,18 +59,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from d2llm_st.distributed import launched
     from d2llm_st.training.config import DistillConfig
     from d2llm_st.training.runs import check_output_dir
 
     overrides = list(args.overrides) + ([f"mode={args.mode}"] if args.mode else [])
     config = DistillConfig.load(args.config).with_overrides(overrides)
-    # Refuse a mismatched output folder, or missing inputs, before loading anything.
-    if args.overwrite or check_output_dir(config, resume=not args.no_resume) is None:
+    # Refuse a mismatched output folder, or missing inputs, before loading anything (under a launcher, rank 0 judges
+    # the output folder in distill, once the processes have met and checked that they share it).
+    if args.overwrite or launched() or check_output_dir(config, resume=not args.no_resume) is None:
         config.check_inputs()
+
+    from d2llm_st import distributed
+
+    dist = distributed.setup()
+    # Before the heavy imports and any model: every process must see the output folder (distill checks it too).
+    dist.check_shared_folder(config.training.output_dir, "The output folder (training.output_dir)")
 
     from d2llm_st.training import distill
 
-    result = distill(config, resume=not args.no_resume, overwrite=args.overwrite)
+    result = distill(config, resume=not args.no_resume, overwrite=args.overwrite, dist=dist)
+    distributed.teardown()
+    if not dist.is_main:
+        return 0
     finished = "   (already finished: read back, nothing trained; --overwrite trains it again)"
     print(
         f"mode: {config.mode}   steps: {result.steps}   output: {config.training.output_dir}"

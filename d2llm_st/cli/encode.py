@@ -53,11 +53,13 @@ def run(args: argparse.Namespace) -> int:
     model_path = resolve_model_path(args.model, "--model")
 
     from d2llm_st import distributed
+
+    dist = distributed.setup()
+    dist.check_shared_folder(args.output, "The output folder")  # before the heavy imports and the model
+
     from d2llm_st.corpus import encode_corpus
     from d2llm_st.model import D2LLM
 
-    dist = distributed.setup()
-    dist.check_shared_folder(args.output, "The output folder")  # before the model loads
     model = D2LLM(model_path, device=dist.device if dist.is_distributed else None)
     manifest = encode_corpus(
         model,

@@ -9,13 +9,16 @@ own state (:mod:`d2llm_st.training.false_negatives`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank, get_world_size
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from d2llm_st.losses.bucketing import embed_in_length_buckets
 from d2llm_st.losses.contrastive_imitation import candidate_masks, contrastive_imitation_loss
@@ -24,7 +27,7 @@ from d2llm_st.losses.in_batch import in_batch_loss
 from d2llm_st.losses.rank_imitation import rank_correlation_loss, rank_pairwise_loss
 from d2llm_st.losses.word_level import ATTENTION_KEY, MASK_KEY, WORD_KEYS, word_level_loss
 from d2llm_st.modules import IEM, LLMBackbone
-from d2llm_st.tasks import check_task
+from d2llm_st.tasks import TASKS, check_task
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -88,6 +91,7 @@ class D2LLMDistillLoss(nn.Module):
         false_negative_filter: FalseNegativeFilter | None = None,
         word_level_weight: float = 0.1,
         word_level_temperature: float = 0.1,
+        gather_across_devices: bool = False,
     ) -> None:
         """D2LLM's distillation loss: in-batch contrastive + contrastive, rank and feature imitation of an
         LLM teacher (+ optional word-level distillation), computed with the student's IEM.
@@ -132,6 +136,15 @@ class D2LLMDistillLoss(nn.Module):
             word_level_weight: ``w``; 0 turns word-level distillation off. The term is computed for batches that
                 carry the word-level alignment (collate with ``D2LLMDataCollator(word_alignment=...)``).
             word_level_temperature: ``tau_w`` of the student's token-similarity softmax.
+            gather_across_devices: Under several processes (DDP: ``torchrun`` / ``accelerate launch``), score each
+                anchor against the positives (and, with ``in_batch_hard_negatives``, the hard negatives) of *every*
+                process's batch, gathered with an autograd-aware all-gather, as sentence-transformers'
+                ``MultipleNegativesRankingLoss(gather_across_devices=True)`` does: the in-batch term and RI b then
+                see ``N x B`` texts per anchor instead of ``B`` (``N`` processes of ``B`` rows), which is what one
+                process with batch ``N x B`` computes. The per-row terms (CI, RI a, FI, word level) do not change.
+                Every process must train on the same dataset at each step with the same batch size
+                (:class:`~d2llm_st.training.trainer.D2LLMTrainer` arranges it; a mismatch is an error, not a hang).
+                One process: no effect.
 
         References:
             - D2LLM: Liao et al., "D2LLM: Decomposed and Distilled Large Language Models for Semantic Search",
@@ -193,12 +206,13 @@ class D2LLMDistillLoss(nn.Module):
         self.false_negative_filter = false_negative_filter
         self.word_level_weight = word_level_weight
         self.word_level_temperature = word_level_temperature
+        self.gather_across_devices = gather_across_devices
         self.iem: IEM = _module(model, IEM)
         self.backbone: LLMBackbone = _module(model, LLMBackbone)
         self._warned_no_features = self._warned_no_alignment = False
 
     def _embed(
-        self, sentence_features: list[dict[str, Any]], word_level: bool
+        self, model: nn.Module, sentence_features: list[dict[str, Any]], word_level: bool
     ) -> tuple[dict, torch.Tensor, dict | None]:
         """Anchor output (with ``sentence_embedding``), candidate embeddings ``[B, C, d]``, and with word-level
         distillation the positive's output (its token states; ``None`` otherwise).
@@ -216,10 +230,10 @@ class D2LLMDistillLoss(nn.Module):
         bucketed = columns
         anchor = positive = None
         if word_level:
-            anchor, positive = self.model(columns[0]), self.model(columns[1])
+            anchor, positive = model(columns[0]), model(columns[1])
             bucketed = columns[2:]
         embeddings = (
-            embed_in_length_buckets(self.model, bucketed, batch, tokenizer.pad_token_id, tokenizer.padding_side)
+            embed_in_length_buckets(model, bucketed, batch, tokenizer.pad_token_id, tokenizer.padding_side)
             if bucketed
             else []
         )
@@ -239,28 +253,76 @@ class D2LLMDistillLoss(nn.Module):
         flagged = self.false_negative_filter.mask(teacher_scores[:, 1:].detach().cpu().numpy())
         return torch.as_tensor(np.asarray(flagged, dtype=bool), device=teacher_scores.device)
 
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` concatenated along the rows in rank order (this process's part keeps its
+        autograd graph, so gradients flow back to the process that computed it); ``tensor`` itself without a
+        process group."""
+        if not self.gather_across_devices or get_world_size() == 1:
+            return tensor
+        return all_gather_with_grad(tensor.contiguous())
+
+    def _check_same_step(self, candidates: torch.Tensor) -> None:
+        """Before gathering: every process holds a batch of the same shape and task (else a clear error on all of
+        them, where the all-gather of different shapes would fail obscurely or hang)."""
+        if not self.gather_across_devices or get_world_size() == 1:
+            return
+        batch, n_candidates, dim = candidates.shape
+        mine = torch.tensor([batch, n_candidates, dim, TASKS.index(self.task)], device=candidates.device)
+        shapes = all_gather(mine).reshape(-1, 4).tolist()
+        if any(shape != shapes[0] for shape in shapes):
+            described = "; ".join(
+                f"rank {rank}: {b} rows x {c} candidates ({TASKS[t]})" for rank, (b, c, _, t) in enumerate(shapes)
+            )
+            raise ValueError(
+                "gather_across_devices needs every process to train on the same dataset with the same batch size at "
+                f"each step, but this step has {described}. Train with d2llm_st.training.D2LLMTrainer (its "
+                "multi-dataset sampler gives all processes one dataset per step) and dataloader_drop_last=True."
+            )
+
     def _in_batch_matrix(
         self,
         positive_logits: torch.Tensor,
         anchors: torch.Tensor,
         candidates: torch.Tensor,
         false_negatives: torch.Tensor | None,
+        offset: int,
     ) -> torch.Tensor:
-        """``[B, B]`` anchor x positive logits, or with ``in_batch_hard_negatives`` ``[B, B(1 + K)]``: the
-        positives first, then every row's hard negatives (own flagged false negatives masked out)."""
+        """``[B, N]`` anchor x in-batch positive logits (``N = B``, or ``N = W x B`` gathered from ``W``
+        processes), or with ``in_batch_hard_negatives`` ``[B, N(1 + K)]``: the positives first, then every in-batch
+        row's hard negatives (an anchor's own flagged false negatives, rows ``offset + i``, masked out)."""
         if not self.in_batch_hard_negatives or candidates.shape[1] < 2:
             return positive_logits
         batch, n_negatives = candidates.shape[0], candidates.shape[1] - 1
-        negatives = candidates[:, 1:].reshape(batch * n_negatives, -1)
-        negative_logits = self.iem.pairwise_logits(anchors, negatives, self.task)
+        negatives = self._gather(candidates[:, 1:])  # [N, K, d]
+        rows = negatives.shape[0]
+        negative_logits = self.iem.pairwise_logits(anchors, negatives.reshape(rows * n_negatives, -1), self.task)
         if false_negatives is not None:
-            own = torch.zeros(batch, batch, n_negatives, dtype=torch.bool, device=negative_logits.device)
-            own[torch.arange(batch), torch.arange(batch)] = false_negatives
+            own = torch.zeros(batch, rows, n_negatives, dtype=torch.bool, device=negative_logits.device)
+            own[torch.arange(batch), offset + torch.arange(batch)] = false_negatives
             negative_logits = negative_logits.masked_fill(own.reshape(batch, -1), float("-inf"))
         return torch.cat([positive_logits, negative_logits], dim=1)
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         sentence_features = list(sentence_features)
+        if isinstance(self.model, DistributedDataParallel):
+            # DDP (the trainer puts its wrapper in self.model) sees only what runs inside the wrapped module's
+            # forward, but the IEM scores pairs outside it: its parameters would look unused and then get a
+            # gradient twice. So the whole loss runs inside one forward call of the wrapper (D2LLM.forward runs a
+            # callable it is given with the model itself).
+            from d2llm_st.model import D2LLM
+
+            if not isinstance(self.model.module, D2LLM):
+                raise TypeError(
+                    "D2LLMDistillLoss under DistributedDataParallel needs a D2LLM model (D2LLM.from_llm or "
+                    f"D2LLM(path)), not a {type(self.model.module).__name__}."
+                )
+            return self.model(functools.partial(self._terms, sentence_features=sentence_features, labels=labels))
+        return self._terms(self.model, sentence_features, labels)
+
+    def _terms(
+        self, model: nn.Module, sentence_features: list[dict[str, Any]], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The weighted terms, embedding the texts with ``model`` (the D2LLM itself, never a DDP wrapper)."""
         if len(sentence_features) < 2:
             raise ValueError(
                 "D2LLMDistillLoss needs (anchor, positive, negative_1..negative_K) columns, got "
@@ -270,17 +332,22 @@ class D2LLMDistillLoss(nn.Module):
         teacher_scores, teacher_features = split_labels(labels, n_candidates)
         alignment = sentence_features[0].get(ATTENTION_KEY), sentence_features[1].get(MASK_KEY)
         word_level = bool(self.word_level_weight) and None not in alignment
-        anchor, candidates, positive = self._embed(sentence_features, word_level)
+        anchor, candidates, positive = self._embed(model, sentence_features, word_level)
         anchors = anchor["sentence_embedding"]
         logits, hidden = self.iem.logits(anchors[:, None, :], candidates, self.task, return_hidden=True)
-        in_batch_logits = self.iem.pairwise_logits(anchors, candidates[:, 0], self.task)
+        self._check_same_step(candidates)
+        # In-batch positives: this batch's, or every process's (this process's rows start at `offset`).
+        positives = candidates[:, 0]
+        in_batch_positives = self._gather(positives)
+        offset = get_rank() * anchors.shape[0] if in_batch_positives is not positives else 0
+        in_batch_logits = self.iem.pairwise_logits(anchors, in_batch_positives, self.task)
 
         false_negatives = self._false_negatives(teacher_scores)
         to_positive = getattr(self.false_negative_filter, "mode", "drop") == "to_positive"
         positive_mask, valid_mask = candidate_masks(logits.shape, logits.device, false_negatives, to_positive)
 
-        in_batch_matrix = self._in_batch_matrix(in_batch_logits, anchors, candidates, false_negatives)
-        terms = {"in_batch": in_batch_loss(in_batch_matrix, self.in_batch_temperature)}
+        in_batch_matrix = self._in_batch_matrix(in_batch_logits, anchors, candidates, false_negatives, offset)
+        terms = {"in_batch": in_batch_loss(in_batch_matrix, self.in_batch_temperature, offset)}
         if n_candidates > 1:
             if self.alpha:
                 terms["contrastive_imitation"] = self.alpha * contrastive_imitation_loss(
@@ -288,12 +355,13 @@ class D2LLMDistillLoss(nn.Module):
                 )
             if self.beta:
                 terms["rank_imitation_pearson"] = self.beta * rank_correlation_loss(logits, teacher_scores, valid_mask)
-            if self.gamma and anchors.shape[0] > 1:
-                batch = anchors.shape[0]
-                off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=logits.device)
+            if self.gamma and in_batch_logits.shape[1] > 1:
+                batch, columns = in_batch_logits.shape
+                others = torch.ones(batch, columns, dtype=torch.bool, device=logits.device)
+                others[torch.arange(batch), offset + torch.arange(batch)] = False  # not the anchor's own positive
                 terms["rank_imitation_pairwise"] = self.gamma * rank_pairwise_loss(
                     logits[:, 1:],
-                    in_batch_logits[off_diagonal].reshape(batch, batch - 1),
+                    in_batch_logits[others].reshape(batch, columns - 1),
                     teacher_scores[:, 1:],
                     self.easy_negative_score,
                     hard_mask=valid_mask[:, 1:],
@@ -338,6 +406,7 @@ class D2LLMDistillLoss(nn.Module):
             else getattr(self.false_negative_filter, "mode", type(self.false_negative_filter).__name__),
             "word_level_weight": self.word_level_weight,
             "word_level_temperature": self.word_level_temperature,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

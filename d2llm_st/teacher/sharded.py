@@ -1,7 +1,8 @@
 """Teacher scoring shared out over the processes of a ``torchrun`` / ``accelerate launch`` run, into one cache.
 
-:func:`score_sharded` is :meth:`Teacher.score` for ``N`` processes (``d2llm teacher-score`` uses it, and so will
-multi-process distillation before training). Every rank reads the same pairs and loads the same teacher; then:
+:func:`score_sharded` is :meth:`Teacher.score` for ``N`` processes (``d2llm teacher-score`` uses it, and
+``d2llm distill`` through :class:`ShardedTeacher` before training). Every rank reads the same pairs and loads the
+same teacher; then:
 
 1. rank 0 merges shard files left by an interrupted run into the score cache and finds the distinct pairs the
    cache does not hold; every rank gets that list and scores its share (:func:`d2llm_st.distributed.shard`:
@@ -203,3 +204,52 @@ def _score_alone(
         if store is None:
             teacher.cache.close()
         teacher.cache = previous
+
+
+class ShardedTeacher:
+    """A teacher whose :meth:`score` is :func:`score_sharded` over the processes of ``dist``, into ``cache``.
+
+    What ``d2llm distill`` hands the training-data builders (:func:`d2llm_st.data.build_distillation_dataset` calls
+    ``teacher.score``): with several processes each distinct pair is scored once, by one of them, and every process
+    gets all the scores; with one process it is ``teacher.score`` on ``cache``, after merging the shard files that
+    an interrupted multi-process run left. Every other attribute is the teacher's.
+
+    Args:
+        teacher: The teacher; with several processes, loaded without a cache (see :func:`score_sharded`).
+        dist: This process's :class:`~d2llm_st.distributed.Distributed`.
+        cache: The score cache file (``None``: the teacher's own cache, or none with one process).
+    """
+
+    def __init__(self, teacher: Teacher, dist: Distributed, cache: str | None = None) -> None:
+        self.teacher, self.dist, self.cache_path = teacher, dist, cache
+
+    def score(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        task: str = "asymmetric",
+        batch_size: int = 32,
+        return_features: bool = False,
+        return_attention: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> TeacherOutput:
+        """:meth:`Teacher.score`, shared out; attention maps (never cached) are computed by the calling process."""
+        if return_attention:
+            return self.teacher.score(
+                pairs, task, batch_size, return_features, return_attention=True, show_progress_bar=show_progress_bar
+            )
+        return score_sharded(
+            self.teacher,
+            pairs,
+            task,
+            dist=self.dist,
+            cache=self.cache_path,
+            batch_size=batch_size,
+            return_features=return_features,
+            show_progress_bar=show_progress_bar,
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self.teacher, name)
+
+    def __repr__(self) -> str:
+        return f"ShardedTeacher({self.teacher!r}, {self.dist!r}, cache={self.cache_path!r})"

@@ -154,6 +154,9 @@ class DatasetConfig:
 class LossConfig:
     """The ``loss`` section: the keyword arguments of :class:`~d2llm_st.losses.D2LLMDistillLoss` with its
     defaults (the D2LLM code's), less ``task`` (each dataset's) and ``false_negative_filter`` (``false_negatives``).
+
+    ``gather_across_devices`` matters under several processes only (docs/scaling.md): the in-batch term then scores
+    each anchor against the positives of every process's batch.
     """
 
     alpha: float = 1.0
@@ -166,15 +169,18 @@ class LossConfig:
     easy_negative_score: float = 0.0
     word_level_weight: float = 0.1
     word_level_temperature: float = 0.1
+    gather_across_devices: bool = False
 
 
 @dataclass
 class BaselineConfig:
     """The ``baseline`` section (``mode: baseline``): keyword arguments of sentence-transformers'
     ``MultipleNegativesRankingLoss``. ``scale`` is its cosine scale (default 20), so a baseline can be given the
-    student's ``iem_cosine_scale``."""
+    student's ``iem_cosine_scale``. ``gather_across_devices`` (several processes only) ranks each anchor against the
+    candidates of every process's batch."""
 
     scale: float = 20.0
+    gather_across_devices: bool = False
 
 
 @dataclass

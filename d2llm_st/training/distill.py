@@ -19,6 +19,21 @@ the same rows for the same steps (cosine scores); ``mode="untrained"`` only eval
 
 Before anything is built, :func:`~d2llm_st.training.runs.check_output_dir` decides what a previous run in the
 output folder means: the same config resumes it (or reports it finished), another config is refused.
+
+Under ``torchrun`` / ``accelerate launch`` (``N`` processes, docs/scaling.md) the same function runs in every
+process (:func:`d2llm_st.distributed.setup` joins them; without launch variables it is one process):
+
+- rank 0 alone judges the output folder (which every process must see) and the newest checkpoint (resumed only
+  with the same number of processes), writes the config, and tells the others;
+- the teacher scores (and features) are shared out before training (:class:`~d2llm_st.teacher.sharded.ShardedTeacher`:
+  each distinct pair scored once, by one process, into the one cache), and every process builds the same training
+  rows from them (checked);
+- every process trains on its share of each step's batches (DDP through the trainer, one dataset per step,
+  :class:`~d2llm_st.training.trainer.D2LLMTrainer`); ``loss.gather_across_devices`` / ``baseline.gather_across_devices``
+  score the in-batch candidates of all processes; the false-negative filters update from all processes' scores;
+  rank 0 writes the checkpoints;
+- rank 0 evaluates and saves the model, its card and ``results.json`` while the others wait, and every process
+  returns the same :class:`DistillResult`.
 """
 
 from __future__ import annotations
@@ -36,8 +51,9 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraini
 from sentence_transformers.base.sampler import BatchSamplers
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import get_last_checkpoint
 
+from d2llm_st import distributed
+from d2llm_st.distributed import Distributed, digest
 from d2llm_st.errors import UserError
 from d2llm_st.evaluation.factory import build_evaluator, evaluate, headline_metric
 from d2llm_st.losses import D2LLMDistillLoss
@@ -46,12 +62,13 @@ from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import LLMBackbone
 from d2llm_st.tasks import column_role, prompt_name, role_prompts
+from d2llm_st.teacher.sharded import ShardedTeacher
 from d2llm_st.training.collator import D2LLMDataCollator
 from d2llm_st.training.config import BASELINE_NEEDS_LORA, TEACHER_HINT, DatasetConfig, DistillConfig, StudentConfig
 from d2llm_st.training.false_negatives import DynamicFalseNegativeFilter, FalseNegativeFilterCallback
 from d2llm_st.training.model_card import record_distillation
-from d2llm_st.training.runs import CONFIG_NAME, MODEL_DIR, RESULTS_NAME, check_output_dir
-from d2llm_st.training.trainer import D2LLMTrainer
+from d2llm_st.training.runs import CHECKPOINT, CONFIG_NAME, MODEL_DIR, RESULTS_NAME, check_output_dir
+from d2llm_st.training.trainer import D2LLMTrainer, checkpoint_world_size
 from d2llm_st.training.word_alignment import WordAlignment
 
 if TYPE_CHECKING:
@@ -134,9 +151,19 @@ def column_prompts(config: DistillConfig, columns: list[str], task: str) -> dict
     return prompts
 
 
-def load_teacher_from_config(config: DistillConfig) -> Teacher:
+def teacher_cache_path(config: DistillConfig) -> str:
+    """The run's teacher score cache: ``teacher.cache``, else ``teacher_scores.sqlite`` in the output folder."""
+    return config.teacher.cache or os.path.join(config.training.output_dir, "teacher_scores.sqlite")
+
+
+def load_teacher_from_config(config: DistillConfig, dist: Distributed | None = None) -> Teacher:
     """The configured teacher (``teacher`` section), with its score cache in the output folder unless the config
     names one (``teacher.cache``).
+
+    Args:
+        config: The run.
+        dist: With several processes, the teacher is loaded on this process's device and without a cache (the
+            processes score into shard files that rank 0 merges into the cache: :class:`ShardedTeacher`).
 
     Raises:
         UserError: the name does not resolve or the folder is not a teacher; the message says how to get one.
@@ -144,8 +171,8 @@ def load_teacher_from_config(config: DistillConfig) -> Teacher:
     from d2llm_st.teacher import load_teacher
 
     teacher_config = config.teacher
-    cache = teacher_config.cache or os.path.join(config.training.output_dir, "teacher_scores.sqlite")
-    kwargs: dict[str, Any] = {"cache": cache}
+    several = dist is not None and dist.is_distributed
+    kwargs: dict[str, Any] = {"device": dist.device} if several else {"cache": teacher_cache_path(config)}
     if teacher_config.max_length is not None:
         kwargs["max_length"] = teacher_config.max_length
     if teacher_config.dtype != "auto":
@@ -265,7 +292,8 @@ def training_arguments(
     """``SentenceTransformerTrainingArguments(**training)``: the ``training`` section under its own field names,
     ``extra`` (any other field) on top, ``bf16`` / ``fp16`` where a CUDA device supports them
     (:func:`mixed_precision`), and what every run sets (steps checkpoints, ``data_seed = seed``, the no-duplicates
-    batch sampler, the column ``prompts``, no reporting, no in-training evaluation; ``extra`` may override them).
+    batch sampler, the column ``prompts``, no reporting, no in-training evaluation; under ``torchrun`` / ``accelerate
+    launch`` without CUDA, ``use_cpu`` and the ``gloo`` DDP backend; ``extra`` may override them).
 
     Raises:
         UserError: a key of ``training.extra`` that is not a ``SentenceTransformerTrainingArguments`` field.
@@ -287,6 +315,8 @@ def training_arguments(
     )
     if fields["gradient_checkpointing"]:
         every_run["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if distributed.launched() and not torch.cuda.is_available():
+        every_run.update(use_cpu=True, ddp_backend="gloo")  # else the trainer would not run DDP on CPU processes
     return SentenceTransformerTrainingArguments(**{**every_run, **fields, **extra})
 
 
@@ -296,6 +326,7 @@ def distill(
     teacher: Teacher | None = None,
     resume: bool = True,
     overwrite: bool = False,
+    dist: Distributed | None = None,
 ) -> DistillResult:
     """Run one distillation (or baseline / untrained evaluation) as configured; see the module docstring.
 
@@ -309,13 +340,23 @@ def distill(
         resume: Continue this run from the newest checkpoint in ``training.output_dir`` (or read it back when it
             finished); ``False`` refuses a folder that already holds a run.
         overwrite: Delete a previous run in ``training.output_dir`` first (its teacher score cache is kept).
+        dist: The processes of a ``torchrun`` / ``accelerate launch`` run (default: :func:`d2llm_st.distributed.setup`,
+            which is one process without launch variables); every process calls ``distill`` with the same
+            arguments and gets the same result.
 
     Raises:
-        UserError: the output folder holds a run with another config (or any run, with ``resume=False``); see
-            :func:`~d2llm_st.training.runs.check_output_dir`.
+        UserError: the output folder holds a run with another config (or any run, with ``resume=False``; see
+            :func:`~d2llm_st.training.runs.check_output_dir`), or its newest checkpoint was trained by another number
+            of processes.
+        DistributedError: the processes do not share the output folder, build different training rows, or one of
+            them died or is stuck.
     """
+    dist = distributed.setup() if dist is None else dist
     output_dir = config.training.output_dir
-    finished = check_output_dir(config, resume=resume, overwrite=overwrite)
+    dist.check_shared_folder(output_dir, "The output folder (training.output_dir)")
+    finished = dist.on_main(
+        "check the output folder", lambda: check_output_dir(config, resume=resume, overwrite=overwrite)
+    )
     if finished is not None:
         logger.info(f"{output_dir} already holds this run, finished: nothing to train (--overwrite trains it again)")
         return DistillResult(
@@ -329,8 +370,14 @@ def distill(
             or {eval_set.name: headline_metric(eval_set.type) for eval_set in config.evaluation.sets},
         )
     config.check_inputs(build_data=train_datasets is None, load_teacher=teacher is None)
-    os.makedirs(output_dir, exist_ok=True)
-    config.save(os.path.join(output_dir, CONFIG_NAME))
+    filtering = config.mode == "distill" and config.false_negatives.enabled
+    required = (FalseNegativeFilterCallback.STATE_NAME,) if filtering else ()  # written after the trainer's files
+    checkpoint = dist.on_main(
+        "check the newest checkpoint", lambda: _resumable_checkpoint(output_dir, dist.world_size, required)
+    )
+    if dist.is_main:
+        os.makedirs(output_dir, exist_ok=True)
+        config.save(os.path.join(output_dir, CONFIG_NAME))
     transformers.set_seed(config.training.seed)
     evaluators = [
         build_evaluator(**dataclasses.asdict(eval_set), batch_size=config.evaluation.batch_size)
@@ -339,17 +386,32 @@ def distill(
     primary_metrics = {evaluator.name: headline_metric(evaluator) for evaluator in evaluators}
 
     if config.mode == "untrained":
-        model = build_student(config.student)
-        scores = evaluate(model, evaluators)
-        return _finish(config, DistillResult(output_dir, None, scores, 0, primary_metrics=primary_metrics))
+
+        def evaluate_untrained() -> DistillResult:
+            scores = evaluate(build_student(config.student), evaluators)
+            return _finish(config, DistillResult(output_dir, None, scores, 0, primary_metrics=primary_metrics))
+
+        return dist.on_main("evaluate the untrained student", evaluate_untrained)
     if not config.datasets:
         raise UserError("The config lists no training datasets; add at least one under 'datasets'.")
 
     distilling = config.mode == "distill"
     word_level = distilling and config.loss.word_level_weight > 0
+    scorer = None
     if teacher is None and (word_level or (train_datasets is None and _has_raw_data(config))):
-        teacher = load_teacher_from_config(config)
-    datasets = _training_datasets(config, train_datasets, teacher)
+        teacher = load_teacher_from_config(config, dist)
+        scorer = ShardedTeacher(teacher, dist, teacher_cache_path(config))
+    elif teacher is not None:
+        own_cache = teacher.cache.path if teacher.cache is not None else None
+        needed = teacher_cache_path(config) if dist.is_distributed else None  # the ranks merge their scores there
+        scorer = ShardedTeacher(teacher, dist, own_cache or needed)
+    datasets = _training_datasets(config, train_datasets, scorer)
+    if dist.is_distributed:
+        dist.check_same(
+            _rows_digest(datasets),
+            "the training rows",
+            "Every process must build the same rows: the same data files, limits and seeds.",
+        )
     teacher_name = config.teacher.model if teacher is not None or train_datasets is not None else None
     teacher_identity = teacher.identity if teacher is not None else _rows_teachers(config, train_datasets)
     tasks = {dataset.name: dataset.task for dataset in config.datasets}
@@ -362,7 +424,7 @@ def distill(
         losses = {name: make_loss(model, config, tasks[name]) for name in datasets}
         if config.false_negatives.enabled:
             filters = {name: loss.false_negative_filter for name, loss in losses.items()}
-            callbacks.append(FalseNegativeFilterCallback(filters, config.false_negatives.update_every_steps))
+            callbacks.append(FalseNegativeFilterCallback(filters, config.false_negatives.update_every_steps, dist))
     else:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -385,26 +447,33 @@ def distill(
         ),
         callbacks=callbacks,
     )
-    steps, train_metrics = _train(trainer, output_dir, callbacks)
+    steps, train_metrics = _train(trainer, checkpoint, callbacks)
 
-    scores = evaluate(model, evaluators)
     thresholds = {}
     for callback in callbacks:
         thresholds.update({name: history[-1][1] for name, history in callback.history.items() if history})
-    record_distillation(
-        model.model_card_data,
-        config,
-        teacher=teacher_name,
-        teacher_identity=teacher_identity,
-        dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
-        scores=scores,
-        steps=steps,
-        thresholds=thresholds,
-        primary_metrics=primary_metrics,
-    )
-    model_dir = os.path.join(output_dir, MODEL_DIR)
-    model.save_pretrained(model_dir)
-    return _finish(config, DistillResult(output_dir, model_dir, scores, steps, train_metrics, False, primary_metrics))
+
+    def evaluate_and_save() -> DistillResult:
+        scores = evaluate(model, evaluators)
+        record_distillation(
+            model.model_card_data,
+            config,
+            teacher=teacher_name,
+            teacher_identity=teacher_identity,
+            dataset_rows={name: len(dataset) for name, dataset in datasets.items()},
+            scores=scores,
+            steps=steps,
+            thresholds=thresholds,
+            primary_metrics=primary_metrics,
+            processes=dist.world_size,
+        )
+        model_dir = os.path.join(output_dir, MODEL_DIR)
+        model.save_pretrained(model_dir)
+        result = DistillResult(output_dir, model_dir, scores, steps, train_metrics, False, primary_metrics)
+        return _finish(config, result)
+
+    # Once, on rank 0; the others wait (D2LLM_DIST_TIMEOUT must cover the evaluation) and get the same result.
+    return dist.on_main("evaluate and save the model", evaluate_and_save)
 
 
 def _has_raw_data(config: DistillConfig) -> bool:
@@ -429,16 +498,63 @@ def _rows_teachers(config: DistillConfig, train_datasets: dict[str, Dataset] | N
     return ", ".join(identities) or None
 
 
+def _resumable_checkpoint(output_dir: str, world_size: int, required: tuple[str, ...] = ()) -> str | None:
+    """The newest complete checkpoint in ``output_dir`` (``None``: start fresh), if it was trained by ``world_size``
+    processes.
+
+    A checkpoint is complete when it holds ``trainer_state.json`` (the trainer writes it after the weights, optimizer
+    and RNG states) and the ``required`` files that callbacks write after it; a newer one that a kill left half
+    written is passed over, with a warning.
+
+    Raises:
+        UserError: it was trained by another number of processes (a different global batch and data order).
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    names = [name for name in os.listdir(output_dir) if CHECKPOINT.match(name)]
+    checkpoint = None
+    for name in sorted(names, key=lambda name: int(name.rsplit("-", 1)[1]), reverse=True):
+        path = os.path.join(output_dir, name)
+        missing = [file for file in (TRAINER_STATE_NAME, *required) if not os.path.isfile(os.path.join(path, file))]
+        if not missing:
+            checkpoint = path
+            break
+        logger.warning(f"{path} is incomplete (no {', '.join(missing)}: stopped while writing it); passing it over")
+    if checkpoint is None:
+        return None
+    trained_by = checkpoint_world_size(checkpoint)
+    if trained_by != world_size:
+        launch = f"torchrun --nproc_per_node {trained_by} (or the same nodes x processes)" if trained_by > 1 else ""
+        how = f"with {launch}" if launch else "in one process (without torchrun / accelerate launch)"
+        raise UserError(
+            f"{checkpoint} was trained by {trained_by} process(es) but this run has {world_size}: each step's global "
+            f"batch is per_device_train_batch_size x processes, so it resumes only with the same number. Run it again "
+            f"{how}, or pass --overwrite to start afresh."
+        )
+    return checkpoint
+
+
+def _rows_digest(datasets: dict[str, Dataset]) -> str:
+    """A digest of the training rows' texts, in order (every process must build the same rows; their teacher scores
+    come from the one cache)."""
+    parts: list[str] = []
+    for name in sorted(datasets):
+        dataset = datasets[name]
+        parts += [name, str(len(dataset)), ",".join(dataset.column_names)]
+        parts += [json.dumps(list(dataset[column])) for column in dataset.column_names if column != "label"]
+    return digest(parts)
+
+
 def _train(
-    trainer: D2LLMTrainer, output_dir: str, callbacks: list[FalseNegativeFilterCallback]
+    trainer: D2LLMTrainer, checkpoint: str | None, callbacks: list[FalseNegativeFilterCallback]
 ) -> tuple[int, dict[str, float]]:
-    """Train, resuming from the newest checkpoint; ``(steps, train metrics)``.
+    """Train, resuming from ``checkpoint`` (the newest one, see :func:`_resumable_checkpoint`); ``(steps, train
+    metrics)``.
 
     A checkpoint already at the run's last step (a kill during the final evaluation or save) is loaded, not
     resumed: the Trainer would run one more optimizer step before checking ``max_steps`` (it skips whole
     epochs on resume, but checks the step budget only after each step).
     """
-    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     if checkpoint:
         for callback in callbacks:
             callback.load_state(checkpoint)

@@ -15,6 +15,12 @@ Who does what:
   state_dict`);
 - :class:`FalseNegativeFilterCallback` tells the filters when to update (every N optimizer steps or at each epoch
   end) and writes / reads their state in each trainer checkpoint, so a resumed run continues with the same window.
+
+Under several processes (DDP) each process's losses observe only its own batches. Given the run's
+:class:`~d2llm_st.distributed.Distributed`, the callback gathers the positive scores (and flag counts) that all
+processes observed, in rank order, before each update, so every process computes the same threshold from the whole
+global batch; before a checkpoint it moves them all to rank 0, which alone writes the state, and a resumed process
+other than rank 0 starts from empty ones (as it had at that save).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback
+
+from d2llm_st.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +152,16 @@ class FalseNegativeFilterCallback(TrainerCallback):
         filters: The filter of each dataset (``None`` for a dataset without one), e.g. from the losses:
             ``{name: loss.false_negative_filter for name, loss in losses.items()}``.
         every_n_steps: Update period in steps; ``None`` updates at the end of each epoch.
+        dist: The run's processes (:func:`d2llm_st.distributed.setup`); ``None`` for one process.
     """
 
     STATE_NAME = "false_negative_filter.json"
 
     def __init__(
-        self, filters: Mapping[str, DynamicFalseNegativeFilter | None], every_n_steps: int | None = None
+        self,
+        filters: Mapping[str, DynamicFalseNegativeFilter | None],
+        every_n_steps: int | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1 or None, got {every_n_steps}.")
@@ -160,6 +172,26 @@ class FalseNegativeFilterCallback(TrainerCallback):
         self.filters = {"+".join(names): false_negative_filter for names, false_negative_filter in groups.values()}
         """Filter name (the dataset names joined by ``+``) -> the filter."""
         self.every_n_steps = every_n_steps
+        self.dist = dist if dist is not None and dist.is_distributed else None
+
+    def gather_observed(self, to_main: bool = False) -> None:
+        """Several processes: give every filter the positive scores and flag counts that all processes observed since
+        the last update, in rank order; with ``to_main``, rank 0 keeps them all and the other ranks none (what a
+        checkpoint saves). One process: nothing to do."""
+        if self.dist is None:
+            return
+        mine = {
+            name: ([batch.tolist() for batch in item.pending], item.flagged, item.seen)
+            for name, item in self.filters.items()
+        }
+        everyone = self.dist.all_gather(mine, "share the false-negative filters' positive scores")
+        keep = self.dist.is_main or not to_main
+        for name, false_negative_filter in self.filters.items():
+            states = [state[name] for state in everyone]
+            batches = [np.asarray(batch, dtype=float) for pending, _, _ in states for batch in pending]
+            false_negative_filter.pending = batches if keep else []
+            false_negative_filter.flagged = sum(state[1] for state in states) if keep else 0
+            false_negative_filter.seen = sum(state[2] for state in states) if keep else 0
 
     @property
     def history(self) -> dict[str, list[tuple[int, float]]]:
@@ -167,7 +199,8 @@ class FalseNegativeFilterCallback(TrainerCallback):
         return {name: false_negative_filter.history for name, false_negative_filter in self.filters.items()}
 
     def update(self, step: int) -> None:
-        """Update every filter that observed positive scores since its last update."""
+        """Update every filter that observed positive scores since its last update (in any process)."""
+        self.gather_observed()
         for name, false_negative_filter in self.filters.items():
             if not false_negative_filter.pending:
                 continue
@@ -182,7 +215,11 @@ class FalseNegativeFilterCallback(TrainerCallback):
             json.dump(state, f)
 
     def load_state(self, folder: str) -> None:
-        """Restore what :meth:`save_state` wrote (a checkpoint without the file leaves the filters as they are)."""
+        """Restore what :meth:`save_state` wrote (a checkpoint without the file leaves the filters as they are).
+
+        Under several processes the file holds what all of them observed since the last update, kept by rank 0
+        (:meth:`gather_observed`); the other ranks start with none, as they had when it was saved.
+        """
         path = os.path.join(folder, self.STATE_NAME)
         if not os.path.exists(path):
             return
@@ -191,10 +228,13 @@ class FalseNegativeFilterCallback(TrainerCallback):
         for name, false_negative_filter in self.filters.items():
             if name in state:
                 false_negative_filter.load_state_dict(state[name])
+                if self.dist is not None and not self.dist.is_main:
+                    false_negative_filter.pending, false_negative_filter.flagged, false_negative_filter.seen = [], 0, 0
 
     def on_save(self, args, state, control, **kwargs):
+        self.gather_observed(to_main=True)
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if os.path.isdir(folder):
+        if (self.dist is None or self.dist.is_main) and os.path.isdir(folder):
             self.save_state(folder)
 
     def on_step_end(self, args, state, control, **kwargs):

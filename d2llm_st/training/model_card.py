@@ -28,6 +28,7 @@ def record_distillation(
     steps: int,
     thresholds: Mapping[str, float] | None = None,
     primary_metrics: Mapping[str, str] | None = None,
+    processes: int = 1,
 ) -> None:
     """Fill the distillation fields of ``card_data`` (a model's ``model_card_data``) from a finished run.
 
@@ -43,6 +44,7 @@ def record_distillation(
         thresholds: The last false-negative threshold of each filter (by filter name).
         primary_metrics: The ``primary_metric`` of each eval set's evaluator, the figure the card reports
             (default: the primary metric of the set type's evaluator class).
+        processes: How many processes trained the model (DDP); the card mentions it when more than one.
     """
     if not isinstance(card_data, D2LLMModelCardData):
         raise TypeError(f"The model's card data is a {type(card_data).__name__}, not a D2LLMModelCardData.")
@@ -53,6 +55,7 @@ def record_distillation(
     card_data.student_backbone = config.student.model_name_or_path
     card_data.student_lora_r = config.student.lora_r
     card_data.training_steps = steps
+    card_data.training_processes = processes if processes > 1 else None
     card_data.distillation_datasets = [
         {
             "name": dataset.name,
