@@ -98,7 +98,7 @@ def display_name(path: str) -> str:
 
 
 def eval_argv(
-    args: argparse.Namespace, role: str, path: str, task_key: str, split: str = "test", threshold=None
+    args: argparse.Namespace, role: str, path: str, task_key: str, split: str = "test", threshold: float | None = None
 ) -> list[str]:
     """The ``d2llm eval`` arguments of one cell."""
     column = TASKS[task_key]
