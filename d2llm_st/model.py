@@ -191,8 +191,10 @@ class D2LLM(SentenceTransformer):
         dtype = backbone_dtype(device)
         if dtype is not None and "dtype" not in model_kwargs and "torch_dtype" not in model_kwargs:
             model_kwargs["dtype"] = dtype
+        # The name as given, not the resolved folder: the backbone records a hub id or ``bundled:`` name and saves
+        # only what the base lacks (a resolved bundled:smollm2 is a local folder, which it would save whole).
         backbone = LLMBackbone(
-            resolve_model_path(model_name_or_path, "model_name_or_path"),
+            model_name_or_path,
             max_seq_length=max_seq_length,
             padding_side=padding_side,
             lora_r=lora_r,

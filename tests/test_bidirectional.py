@@ -184,3 +184,120 @@ def test_gradient_checkpointing_recomputes_with_the_same_masks():
         (out[mask.bool()] ** 2).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[1], grads[0])
+
+
+# DeeLM with the rest of the package (issue 21): the fast query path, the LoRA merge, the shipped folder layout.
+
+QUERIES = ["what is the capital of france ?", "cat", "who cooks pizza in the kitchen and why is the sun hot ?"]
+PASSAGES = ["the cat sat on the mat", "paris is the capital of france", "the chef cooks pizza", "rain"]
+FLOAT32 = {"dtype": torch.float32}  # exact comparisons (bf16 kernels round differently per shape)
+
+
+def bidirectional_student(name: str, from_layer: int | None = 1):
+    """A float32 student with a LoRA that changes its output and an IEM whose scores differ visibly."""
+    from d2llm_st import D2LLM
+
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(
+        name,
+        lora_r=4,
+        pma_heads=4,
+        iem_hidden_dim=16,
+        query_prompt="query : ",
+        bidirectional_from_layer=from_layer,
+        model_kwargs=FLOAT32,
+        device="cpu",
+    )
+    with torch.no_grad():
+        for parameter_name, parameter in model.backbone.named_parameters():
+            if "lora_B" in parameter_name:
+                parameter.normal_(std=0.5)
+    torch.nn.init.normal_(model.iem.asymmetric.head.weight, std=3.0)
+    return model
+
+
+def plain_scores(model) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Passage embeddings (a padded batch) and each query's scores against them, through the plain API."""
+    passages = model.encode_texts(PASSAGES, "passage")
+    return passages, [model.score(model.encode_texts([query], "query")[0], passages) for query in QUERIES]
+
+
+@pytest.mark.parametrize("merge_lora", [True, False])
+def test_fast_reranker_scores_a_bidirectional_student_as_the_plain_api(tiny_llama, merge_lora):
+    from d2llm_st.inference import FastReranker
+
+    model = bidirectional_student(tiny_llama)
+    passages, expected = plain_scores(model)
+    reranker = FastReranker(model, buckets=(4, 16), merge_lora=merge_lora)  # merge_lora=True is the default
+    assert not reranker.padding_is_exact and reranker._bucket(3) == 3  # each query at its own length, no padding
+    assert model.backbone.has_lora is not merge_lora
+    assert bidirectional_from_layer(model.backbone.auto_model) == 1
+    for query, scores in zip(QUERIES, expected):
+        torch.testing.assert_close(reranker.score(query, passages), scores, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            reranker.encode_query(query), model.encode_texts([query], "query")[0], atol=1e-5, rtol=1e-4
+        )
+
+
+def test_merging_lora_keeps_the_bidirectional_layers(tiny_llama, tmp_path):
+    from d2llm_st import D2LLM
+
+    model = bidirectional_student(tiny_llama)
+    passages, expected = plain_scores(model)
+    model.merge_lora()
+    assert not model.backbone.has_lora and bidirectional_from_layer(model.backbone.auto_model) == 1
+    merged_passages, merged = plain_scores(model)  # a padded batch: the padding stays masked in both directions
+    torch.testing.assert_close(merged_passages, passages, atol=1e-5, rtol=1e-4)
+    for scores, reference in zip(merged, expected):
+        torch.testing.assert_close(scores, reference, atol=1e-5, rtol=1e-4)
+
+    model.save_pretrained(str(tmp_path))  # merged: the changed base weights are saved with the layer setting
+    reloaded = D2LLM(str(tmp_path), device="cpu", model_kwargs=FLOAT32)
+    assert bidirectional_from_layer(reloaded.backbone.auto_model) == 1 and not reloaded.backbone.has_lora
+    torch.testing.assert_close(reloaded.encode_texts(PASSAGES, "passage"), passages, atol=1e-5, rtol=1e-4)
+
+    enable_bidirectional(model.backbone.auto_model, None)  # the hooks were what made the merged model bidirectional
+    assert not torch.allclose(model.encode_texts(PASSAGES, "passage"), passages, atol=1e-3)
+
+
+@pytest.mark.parametrize("reference", ["bundled name", "save_base_weights=False"])
+def test_a_folder_that_names_its_base_reloads_with_the_bidirectional_layers(
+    tiny_llama, tmp_path, monkeypatch, reference
+):
+    """The shipped-model layout: adapter + configs, the base found again by name (``bundled:smollm2``, here the tiny
+    model behind that name) or by its recorded path (trainer checkpoints, ``save_base_weights = False``)."""
+    import json
+    import os
+
+    from sentence_transformers import SentenceTransformer
+
+    import d2llm_st.gguf
+    from d2llm_st import D2LLM
+    from d2llm_st.inference import FastReranker
+
+    monkeypatch.setattr(d2llm_st.gguf, "bundled_smollm2", lambda *args, **kwargs: tiny_llama)
+    if reference == "bundled name":
+        model = bidirectional_student("bundled:smollm2")
+    else:
+        model = bidirectional_student(tiny_llama)
+        model.backbone.save_base_weights = False
+    passages, expected = plain_scores(model)
+    folder = str(tmp_path / "shipped")
+    model.save_pretrained(folder)
+    assert not os.path.exists(os.path.join(folder, "model.safetensors"))  # only what the base LLM lacks
+    with open(os.path.join(folder, "d2llm_backbone_config.json")) as f:
+        saved = json.load(f)
+    base = "bundled:smollm2" if reference == "bundled name" else os.path.abspath(tiny_llama)
+    assert saved["base_model_name_or_path"] == base and saved["bidirectional_from_layer"] == 1
+
+    reloaded = D2LLM(folder, device="cpu", model_kwargs=FLOAT32)
+    assert reloaded.backbone.has_lora and bidirectional_from_layer(reloaded.backbone.auto_model) == 1
+    reloaded_passages, scores = plain_scores(reloaded)
+    torch.testing.assert_close(reloaded_passages, passages, atol=1e-5, rtol=1e-4)
+    for got, reference_scores in zip(scores, expected):
+        torch.testing.assert_close(got, reference_scores, atol=1e-5, rtol=1e-4)
+    reranker = FastReranker(reloaded)  # merges the reloaded adapter
+    torch.testing.assert_close(reranker.score(QUERIES[0], passages), expected[0], atol=1e-5, rtol=1e-4)
+    plain = SentenceTransformer(folder, device="cpu", model_kwargs=FLOAT32)
+    assert bidirectional_from_layer(plain[0].auto_model) == 1
+    torch.testing.assert_close(plain.encode(PASSAGES, convert_to_tensor=True), passages, atol=1e-5, rtol=1e-4)

@@ -467,6 +467,61 @@ def test_ablation_script_runs_variants_in_parallel_from_one_filled_cache(ablatio
         assert len(lookups) == 2 and all(known == total for known, total in lookups), log[-2000:]
 
 
+def test_ablation_script_runs_every_variant_per_seed_and_reports_mean_and_std(
+    ablation_config, tmp_path, capsys, monkeypatch
+):
+    import statistics
+
+    import d2llm_st.training
+
+    ablation = load_ablation_script()
+    out = tmp_path / "seeds"
+    argv = [ablation_config, "--output-dir", str(out), "--seeds", "1", "2", "--bidirectional-from-layer", "1", "0"]
+    argv += ["--variants", "full", "no_word_level", "no_filtering", "bidirectional", "untrained"]
+    argv += ["--set", "false_negatives.enabled=true", "--set", "false_negatives.update_every_steps=1"]
+    assert ablation.main(argv) == 0
+    table = open(out / "ablation.md").read()
+    lines = table.splitlines()
+    assert lines[0] == "| variant | seeds | sts_toy spearman | nli_toy auc | qa_toy ndcg@10 | steps | wall s |"
+    names = ["full", "no_word_level", "no_filtering", "bidirectional_1", "bidirectional_0", "untrained"]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in lines[2:8]] == names
+    assert all(line.split(" | ")[1] == "1, 2" and line.count("±") == 3 for line in lines[2:8])
+
+    def run_config(name: str, seed: int) -> DistillConfig:
+        return DistillConfig.load(str(out / name / f"seed-{seed}" / "distill_config.yaml"))
+
+    for seed in (1, 2):
+        assert {run_config(name, seed).training.seed for name in names} == {seed}
+        assert {run_config(name, seed).teacher.cache for name in names} == {str(out / "teacher_scores.sqlite")}
+    assert run_config("no_word_level", 1).loss.word_level_weight == 0 and run_config("full", 1).loss.word_level_weight
+    assert not run_config("no_filtering", 2).false_negatives.enabled and run_config("full", 2).false_negatives.enabled
+    assert [run_config(f"bidirectional_{k}", 1).student.bidirectional_from_layer for k in (1, 0)] == [1, 0]
+    assert run_config("full", 1).student.bidirectional_from_layer is None
+
+    # mean +- sample std over the seeds in the table, every seed's value (of every metric) in ablation.json
+    summary = json.load(open(out / "ablation.json"))
+    assert summary["seeds"] == [1, 2] and summary["headline"]["qa_toy"] == "ndcg@10"
+    values = {
+        str(seed): json.load(open(out / "full" / f"seed-{seed}" / "results.json"))["scores"]["sts_toy"]["spearman"]
+        for seed in (1, 2)
+    }
+    figure = summary["variants"]["full"]["metrics"]["sts_toy"]["spearman"]
+    assert figure["values"] == values and values["1"] != values["2"]  # the seed changes the run
+    assert figure["mean"] == pytest.approx(statistics.fmean(values.values()))
+    assert figure["std"] == pytest.approx(statistics.stdev(values.values()))
+    assert f"| full | 1, 2 | {figure['mean']:.4f} ± {figure['std']:.4f} |" in table
+    assert set(summary["variants"]["full"]["metrics"]["nli_toy"]) >= {"auc", "accuracy", "average_precision"}
+
+    # Finished runs are read back: nothing trains again.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(d2llm_st.training, "distill", refuse)
+    capsys.readouterr()
+    assert ablation.main(argv) == 0
+    assert capsys.readouterr().out.split("\nmean ±")[0] == table.split("\nmean ±")[0]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_mixed_precision_falls_back_to_float32_without_a_gpu(tiny_llama, eval_data, tmp_path, caplog):
     from d2llm_st.training.distill import training_arguments

@@ -104,6 +104,69 @@ def test_binary_classification_on_fixed_scores():
         IEMBinaryClassificationEvaluator(["a"], ["b"], [1])
 
 
+def test_accuracy_at_a_threshold_chosen_on_another_split():
+    from d2llm_st.evaluation import binary_classification
+
+    dev = binary_classification([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0, 0])
+    assert dev["accuracy"] == pytest.approx(5 / 6) and dev["accuracy_threshold"] == pytest.approx(0.75)
+    assert "accuracy_at_threshold" not in dev
+    # Its own threshold reproduces the best accuracy; on other scores it gives what a fixed rule gets there.
+    assert binary_classification([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0, 0], dev["accuracy_threshold"])[
+        "accuracy_at_threshold"
+    ] == pytest.approx(5 / 6)
+    test = binary_classification([0.76, 0.74, 0.5, 0.9], [1, 1, 0, 0], threshold=dev["accuracy_threshold"])
+    assert test["accuracy_at_threshold"] == pytest.approx(2 / 4)  # 0.76 and 0.5 right; 0.74, 0.9 wrong
+    assert test["accuracy"] == pytest.approx(3 / 4)  # the optimistic figure: best cut of the test scores
+    # Ties are cut together, and a threshold may be anywhere, also below every score or above it.
+    tied = binary_classification([0.5, 0.5, 0.5, 0.1], [1, 0, 1, 0])
+    assert tied["accuracy"] == pytest.approx(3 / 4) and tied["accuracy_threshold"] == pytest.approx(0.3)
+    worst = binary_classification([0.1, 0.2, 0.9], [1, 0, 0])
+    assert worst["accuracy"] == pytest.approx(2 / 3) and worst["accuracy_threshold"] > 0.9  # all negative
+    assert binary_classification([0.1, 0.2], [1, 0], threshold=-5.0)["accuracy_at_threshold"] == 0.5
+
+
+def test_nli_evaluator_and_cli_take_a_dev_threshold(student, tmp_path):
+    from d2llm_st.evaluation import binary_classification, build_evaluator
+
+    rows = [
+        {"premise": a, "hypothesis": b, "label": "entailment" if g > 0.5 else "contradiction"}
+        for (a, b), g in zip(PAIRS, GOLD)
+    ]
+    rows.append({"premise": "the cat sat", "hypothesis": "a cat", "label": "neutral"})  # dropped
+    data = tmp_path / "nli"
+    data.mkdir()
+    for split in ("dev", "test"):
+        with gzip.open(data / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    scores = student.predict(PAIRS, "symmetric", apply_sigmoid=False)
+    labels = [int(g > 0.5) for g in GOLD]
+    threshold = float(np.median(scores))
+    expected = binary_classification(scores, labels, threshold)
+    evaluator = build_evaluator("nli", str(data), split="test", threshold=threshold)
+    assert evaluator(student) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="nli eval sets only"):
+        build_evaluator("sts", str(data), threshold=0.5)
+
+    student.save_pretrained(str(tmp_path / "student"))
+    argv = ["eval", "--model", str(tmp_path / "student"), "--task", "nli", "--data", str(data), "--device", "cpu"]
+    assert cli_main([*argv, "--split", "dev", "--output", str(tmp_path / "dev.json")]) == 0
+    dev = json.loads((tmp_path / "dev.json").read_text())
+    chosen = dev["metrics"]["accuracy_threshold"]
+    assert dev["settings"]["threshold"] is None and "accuracy_at_threshold" not in dev["metrics"]
+    assert cli_main([*argv, "--threshold", repr(chosen), "--output", str(tmp_path / "test.json")]) == 0
+    test = json.loads((tmp_path / "test.json").read_text())
+    assert test["settings"]["threshold"] == chosen
+    assert test["metrics"]["accuracy_at_threshold"] == pytest.approx(dev["metrics"]["accuracy"])  # same pairs here
+    assert cli_main([*argv, "--threshold", "-2.5", "--output", str(tmp_path / "neg.json")]) == 0
+    assert json.loads((tmp_path / "neg.json").read_text())["settings"]["threshold"] == -2.5
+    assert (
+        cli_main(
+            ["eval", "--model", str(tmp_path / "student"), "--task", "sts", "--data", str(data), "--threshold", "1"]
+        )
+        == 2
+    )
+
+
 def test_reranking_map_and_mrr_on_fixed_scores():
     samples = [
         {"query": "q1", "positive": ["p1"], "negative": ["n1", "n2"]},  # ranked 2nd: AP 1/2, RR 1/2

@@ -4,7 +4,9 @@ Tasks (``--data`` is a file, or a folder holding ``<split>.jsonl.gz``, for sts /
 answer-selection):
 
   sts               Spearman and Pearson correlation with gold similarity (symmetric scores).
-  nli               AUC, average precision and best-threshold accuracy of entailment vs contradiction.
+  nli               AUC, average precision and best-threshold accuracy of entailment vs contradiction (and
+                    its threshold); with --threshold T (chosen on a dev split: its accuracy_threshold),
+                    also the accuracy at T (accuracy_at_threshold), the fair figure for a test split.
   ir                Cosine search over the corpus, then the model reranks the top --candidate-k:
                     NDCG@10, MRR@10, MAP, Recall@100 (and the first stage's own figures).
   answer-selection  Rank each question's candidate list (candidates/<split>.tsv): NDCG@10, MAP, MRR.
@@ -23,7 +25,7 @@ import argparse
 import json
 import os
 
-from d2llm_st.cli._types import existing_path, positive_int
+from d2llm_st.cli._types import existing_path, finite_float, positive_int
 from d2llm_st.tasks import EVAL_TYPES
 
 COMMAND = "eval"
@@ -61,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-corpus", type=positive_int, help="ir: search only this many passages (relevant ones kept)."
     )
+    parser.add_argument(
+        "--threshold",
+        type=finite_float,
+        help="nli: also report the accuracy of calling a pair entailment when its score is >= this (e.g. the "
+        "accuracy_threshold of the same model on the dev split).",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--device", help="cpu, cuda, ... (default: the best available).")
     parser.add_argument("--output", help="Write the metrics and the run's settings to this JSON file.")
@@ -93,6 +101,7 @@ def build_evaluator(args: argparse.Namespace, name: str = ""):
         batch_size=args.batch_size,
         show_progress_bar=None,
         write_csv=False,
+        threshold=args.threshold,
     )
 
 
@@ -104,6 +113,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     from d2llm_st.errors import UserError
     from d2llm_st.model_paths import resolve_model_path
 
+    if args.threshold is not None and args.task != "nli":
+        raise UserError(f"--threshold applies to --task nli only, not {args.task}.")
     path = resolve_model_path(args.model, "--model")
     if args.first_stage:
         resolve_model_path(args.first_stage, "--first-stage")
@@ -126,6 +137,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "data": args.data,
         "split": args.split,
         "limit": args.limit,
+        "threshold": args.threshold,
         "primary_metric": headline_metric(evaluator),
         "seconds": round(time.perf_counter() - start, 1),
     }

@@ -12,7 +12,7 @@ from d2llm_st.tasks import Task, check_task
 
 
 class IEMBinaryClassificationEvaluator(PairEvaluator):
-    """ROC AUC, average precision and best-threshold accuracy of pair scores for binary labels.
+    """ROC AUC, average precision and accuracy of pair scores for binary labels.
 
     The IEM counterpart of sentence-transformers' ``BinaryClassificationEvaluator``. For NLI,
     :meth:`from_nli_file` keeps entailment (1) and contradiction (0) pairs and drops neutral ones, as
@@ -24,6 +24,10 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
         labels: 1 (positive: entailment / paraphrase) or 0 per pair; both must occur.
         task: ``"symmetric"`` (default) or ``"asymmetric"``.
         name: Prefix of the returned metric names (e.g. ``"snli-test"``).
+        threshold: A score threshold chosen elsewhere (e.g. the ``accuracy_threshold`` of a dev split): the
+            result then also holds ``accuracy_at_threshold``, the accuracy of calling a pair positive when its
+            score is ``>=`` it. ``accuracy`` is always the best accuracy over every threshold of these scores, and
+            ``accuracy_threshold`` that threshold (see :func:`~d2llm_st.evaluation.metrics.binary_classification`).
     """
 
     csv_name = "iem_binary_classification_evaluation"
@@ -39,6 +43,7 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         write_csv: bool = True,
+        threshold: float | None = None,
     ) -> None:
         super().__init__(name, batch_size, show_progress_bar, write_csv)
         if not len(sentences1) == len(sentences2) == len(labels):
@@ -51,6 +56,7 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
         self.pairs = list(zip(sentences1, sentences2))
         self.labels = [int(label) for label in labels]
         self.task = check_task(task)
+        self.threshold = None if threshold is None else float(threshold)
         self.primary_metric = self.PRIMARY_METRIC
 
     @classmethod
@@ -63,11 +69,11 @@ class IEMBinaryClassificationEvaluator(PairEvaluator):
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict:
         scores = self.scorer(model).score_pairs(self.pairs, self.task)
-        return self.finish(model, binary_classification(scores, self.labels), output_path, epoch, steps)
+        return self.finish(model, binary_classification(scores, self.labels, self.threshold), output_path, epoch, steps)
 
     @property
     def description(self) -> str:
         return "Binary Classification (IEM)"
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
+        return {"task": self.task} if self.threshold is None else {"task": self.task, "threshold": self.threshold}

@@ -68,6 +68,7 @@ def build_evaluator(
     batch_size: int = 32,
     show_progress_bar: bool | None = False,
     write_csv: bool = True,
+    threshold: float | None = None,
 ) -> PairEvaluator:
     """The evaluator of one eval set (see the module docstring for the types and their data).
 
@@ -80,13 +81,19 @@ def build_evaluator(
             queries (ir) (:func:`~d2llm_st.evaluation.base.evaluation_subset`).
         candidate_k, max_corpus, first_stage: ``ir`` only (see :class:`IEMInformationRetrievalEvaluator`).
         batch_size, show_progress_bar, write_csv: As in every evaluator.
+        threshold: ``nli`` only: a score threshold chosen on another split, whose accuracy is reported too
+            (``accuracy_at_threshold``, see :class:`IEMBinaryClassificationEvaluator`).
     """
     eval_type = check_eval_type(type)
+    if threshold is not None and eval_type != "nli":
+        raise ValueError(f"threshold applies to nli eval sets only, not {eval_type!r}.")
     common = dict(name=name, batch_size=batch_size, show_progress_bar=show_progress_bar, write_csv=write_csv)
     if eval_type == "sts":
         return IEMSimilarityEvaluator.from_file(pairs_file(path, split), limit=limit, **common)
     if eval_type == "nli":
-        return IEMBinaryClassificationEvaluator.from_nli_file(pairs_file(path, split), limit=limit, **common)
+        return IEMBinaryClassificationEvaluator.from_nli_file(
+            pairs_file(path, split), limit=limit, threshold=threshold, **common
+        )
     if eval_type == "answer-selection":
         return IEMRerankingEvaluator.from_beir(path, split=split, limit=limit, **common)
     return IEMInformationRetrievalEvaluator.from_beir(

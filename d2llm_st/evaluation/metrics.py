@@ -18,8 +18,17 @@ def correlation(scores: Sequence[float], gold: Sequence[float]) -> dict[str, flo
     return {"spearman": float(spearmanr(scores, gold).statistic), "pearson": float(pearsonr(scores, gold).statistic)}
 
 
-def binary_classification(scores: Sequence[float], labels: Sequence[int]) -> dict[str, float]:
-    """ROC AUC, average precision, and accuracy at the best threshold, for labels in {0, 1}."""
+def binary_classification(
+    scores: Sequence[float], labels: Sequence[int], threshold: float | None = None
+) -> dict[str, float]:
+    """ROC AUC, average precision, and accuracy at the best threshold, for labels in {0, 1}.
+
+    ``accuracy`` is the best accuracy over every cut of these scores (an optimistic figure: the cut is chosen on
+    the data it is measured on) and ``accuracy_threshold`` that cut: predict positive when ``score >=`` it (the
+    midpoint between the last score called positive and the next lower one). Choose a threshold on a dev split
+    and pass it as ``threshold`` to measure a test split fairly: ``accuracy_at_threshold`` is then the accuracy of
+    predicting positive when ``score >= threshold``.
+    """
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     if labels.min() == labels.max():
         raise ValueError("binary_classification needs both positive (1) and negative (0) labels.")
@@ -36,11 +45,24 @@ def binary_classification(scores: Sequence[float], labels: Sequence[int]) -> dic
     true_pos = np.cumsum(sorted_labels)
     precision = true_pos / np.arange(1, len(labels) + 1)
     average_precision = float((precision * sorted_labels).sum() / n_pos)
-    # Accuracy when predicting positive for the top-k, over every distinct cut.
+    # Accuracy when predicting positive for the top-k, over every distinct cut (and k = 0: all negative).
     correct = true_pos + (n_neg - (np.arange(1, len(labels) + 1) - true_pos))
-    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    best = max(float(n_neg) / len(labels), float(correct[last_of_tie].max()) / len(labels))
-    return {"auc": float(auc), "average_precision": average_precision, "accuracy": best}
+    cuts = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+    best_cut = cuts[np.argmax(correct[cuts])]
+    if correct[best_cut] > n_neg:
+        lower = sorted_scores[best_cut + 1] if best_cut + 1 < len(scores) else sorted_scores[best_cut] - 1.0
+        best, best_threshold = float(correct[best_cut]), float((sorted_scores[best_cut] + lower) / 2)
+    else:  # calling everything negative is as good as any cut
+        best, best_threshold = float(n_neg), float(np.nextafter(sorted_scores[0], np.inf))
+    metrics = {
+        "auc": float(auc),
+        "average_precision": average_precision,
+        "accuracy": best / len(labels),
+        "accuracy_threshold": best_threshold,
+    }
+    if threshold is not None:
+        metrics["accuracy_at_threshold"] = float(((scores >= float(threshold)) == (labels == 1)).mean())
+    return metrics
 
 
 def ranking(

@@ -231,7 +231,7 @@ class EvalSetConfig:
     ``ir`` (NDCG@10 of retrieve-then-rerank over a BEIR corpus) or ``answer-selection`` (NDCG@10 over each
     question's candidates of a BEIR folder with ``candidates/``). ``limit`` keeps a fixed random subset of that many
     pairs (sts, nli), queries (ir) or questions (answer-selection); ``candidate_k`` and ``max_corpus`` are for
-    ``ir``."""
+    ``ir``; ``threshold`` (``nli``: a score threshold chosen on another split) adds ``accuracy_at_threshold``."""
 
     name: str = ""
     type: str = "sts"
@@ -240,6 +240,7 @@ class EvalSetConfig:
     limit: int | None = None
     candidate_k: int = 100
     max_corpus: int | None = None
+    threshold: float | None = None
 
 
 @dataclass
