@@ -25,10 +25,11 @@ from d2llm_st.modules import IEM, MODULE_CLASSES, LLMBackbone, PMAPooling
 from d2llm_st.modules.backbone import check_texts
 from d2llm_st.modules.base import check_count, check_number
 from d2llm_st.modules.pma import ATTENTION_SCALES
-from d2llm_st.runtime import backbone_dtype
+from d2llm_st.runtime import backbone_dtype, quiet_deliberate_bf16_warning
 from d2llm_st.tasks import Task, check_task, prompt_name, role_prompts, task_roles
 
 logger = logging.getLogger(__name__)
+quiet_deliberate_bf16_warning()
 
 SIMILARITY_FN_NAME = "iem"
 """What ``D2LLM.similarity_fn_name`` reports: the name sentence-transformers' evaluators prefix metrics with."""

@@ -36,6 +36,23 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
+class DeliberateCPUBf16Filter(logging.Filter):
+    """Drops sentence-transformers' "loaded in torch.bfloat16 on CPU ... may be slower" warning on CPUs with
+    bf16 instructions: there the policy chose bf16 because it is faster (docs/cpu.md), so the advice misleads."""
+
+    message_start = "This model was loaded in torch.bfloat16 on CPU"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith(self.message_start) and cpu_has_bf16())
+
+
+def quiet_deliberate_bf16_warning() -> None:
+    """Install :class:`DeliberateCPUBf16Filter` on sentence-transformers' model logger (once)."""
+    st_logger = logging.getLogger("sentence_transformers.base.model")
+    if not any(isinstance(existing, DeliberateCPUBf16Filter) for existing in st_logger.filters):
+        st_logger.addFilter(DeliberateCPUBf16Filter())
+
+
 def cpu_dtype_setting() -> str:
     """The ``D2LLM_CPU_DTYPE`` setting (``auto`` when unset), checked."""
     setting = os.environ.get(DTYPE_ENV, "auto").strip().lower() or "auto"

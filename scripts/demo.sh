@@ -12,4 +12,4 @@ bash scripts/install.sh
 model_args=()
 if [ -n "${D2LLM_MODEL:-}" ]; then model_args=(--model "$D2LLM_MODEL"); fi
 d2llm demo "${model_args[@]}"
-python3 examples/llamaindex_search.py "${model_args[@]}" --limit 200 --queries 2 --candidate-k 20 --top-k 3
+python3 examples/llamaindex_search.py "${model_args[@]}"

@@ -59,6 +59,23 @@ def test_cpu_dtype_follows_the_cpu_and_the_switch(policy, has_bf16, setting, exp
     assert resolve_dtype("auto", "cpu") == expected
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_st_bf16_slowness_warning_is_dropped_only_where_bf16_is_fast(tiny_llama, policy, caplog, has_bf16):
+    policy(has_bf16, "bfloat16")
+    runtime.quiet_deliberate_bf16_warning()
+    runtime.quiet_deliberate_bf16_warning()  # installed once however often it is called
+    import logging
+
+    st_logger = logging.getLogger("sentence_transformers.base.model")
+    assert sum(isinstance(f, runtime.DeliberateCPUBf16Filter) for f in st_logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="sentence_transformers.base.model"):
+        st_logger.warning("This model was loaded in torch.bfloat16 on CPU. Depending on your CPU, ...")
+        st_logger.warning("another warning")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "another warning" in messages
+    assert any(m.startswith("This model was loaded") for m in messages) is (not has_bf16)
+
+
 def test_a_bad_setting_names_the_variable(policy):
     policy(True, "fp8")
     with pytest.raises(ValueError, match="D2LLM_CPU_DTYPE='fp8'"):

@@ -316,6 +316,10 @@ class LLMBackbone(InputModule):
             adapter_config["base_model_name_or_path"] = None if self.base_is_local else self.base_model_name_or_path
             with open(config_path, "w", encoding="utf-8") as f:
                 json.dump(adapter_config, f, indent=2)
+            # peft's card names the base by the saving machine's path; the model card is the folder's README.md.
+            peft_card = os.path.join(adapter_path, "README.md")
+            if os.path.isfile(peft_card):
+                os.remove(peft_card)
         with open(os.path.join(output_path, self.config_file_name), "w", encoding="utf-8") as f:
             json.dump({**self.get_config_dict(), **extra}, f, indent=2)
 
