@@ -102,3 +102,5 @@ def test_cli_teacher_train_and_help(tiny_llama, shared_data, tmp_path, capsys):
     assert main(["teacher-train", *args, "--limit", "16", "--batch-size", "8", "--output", output]) == 0
     assert "teacher saved" in capsys.readouterr().out
     assert LLMTeacher(output, device="cpu").score(POSITIVE, task="symmetric").scores.shape == (2,)
+    with open(os.path.join(output, "d2llm_teacher.json"), encoding="utf-8") as f:
+        assert json.load(f)["base_model"] == tiny_llama  # the name as given (bundled:smollm2 stays that name)

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from d2llm_st.model_paths import resolve_model_path
 
-    model_path = resolve_model_path(args.model, "--model")
+    resolve_model_path(args.model, "--model")  # a bad name fails here, before the data is read
 
     from d2llm_st.teacher import TeacherTrainingConfig, finetune_teacher
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     )
     pairs = read_labelled_pairs(args)
     path = finetune_teacher(
-        model_path, pairs, args.output, config=config, device=args.device, merge=not args.adapter_only
+        args.model, pairs, args.output, config=config, device=args.device, merge=not args.adapter_only
     )
     print(f"teacher saved to {path}")
     return 0
