@@ -298,3 +298,28 @@ def test_models_that_cannot_teach_are_refused_naming_what_they_are(tiny_llama, m
         load_teacher(student)
     with pytest.raises(ValueError, match=r"is a D2LLM student .*--model-type d2llm"):
         load_scorer(student, "cross-encoder")
+
+
+@pytest.mark.slow
+def test_a_cut_inside_a_character_split_over_several_tokens_still_ends(smollm2):
+    """SmolLM2's byte-level BPE spells "∼" with several tokens that share one character span: cutting one of them
+    by characters removed nothing, and SciFact abstracts made the cut loop spin forever."""
+    import signal
+
+    teacher = LLMTeacher(smollm2, device="cpu", max_length=512)
+    query, passage = "Is DNA methylation dynamic?", "We quantified genome-wide patterns of DNA methylation at ∼"
+    full = len(teacher.encode(query, passage, "asymmetric").input_ids)
+    teacher.max_length = full - 1  # the cut must drop the last token, one piece of "∼"
+
+    def hang(*_):
+        raise TimeoutError("the cut loop did not end")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        encoded = teacher.encode(query, passage, "asymmetric")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert encoded.truncated and len(encoded.input_ids) <= full - 1
+    assert len(encoded.positions_b) < len(teacher.tokenizer(passage, add_special_tokens=False)["input_ids"])

@@ -200,13 +200,22 @@ class LLMTeacher(Teacher):
             if excess <= 0:
                 break
             truncated = True
-            a, b = self._cut(a, b, excess)
+            a, b = self._cut_at_least(a, b, excess)
         positions_a, offsets_a = _spans(encoding["offset_mapping"], rendered.span_a)
         positions_b, offsets_b = _spans(encoding["offset_mapping"], rendered.span_b)
         yes_id, no_id = self._answer_ids[template]
         return EncodedPair(
             list(encoding["input_ids"]), yes_id, no_id, positions_a, positions_b, offsets_a, offsets_b, truncated
         )
+
+    def _cut_at_least(self, a: str, b: str, excess: int) -> tuple[str, str]:
+        """:meth:`_cut`, deeper until the texts get shorter: a character split over several byte-level tokens
+        (e.g. "∼") shares one character span, so cutting some of its tokens by characters removes none."""
+        while True:
+            cut = self._cut(a, b, excess)
+            if cut != (a, b):
+                return cut
+            excess += 1
 
     def _cut(self, a: str, b: str, excess: int) -> tuple[str, str]:
         """Drop ``excess`` tokens from the texts: from the passage while it is the longer one, then from both."""
