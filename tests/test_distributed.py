@@ -588,3 +588,30 @@ def test_encode_resumes_checks_the_folder_and_overwrites(student, corpus_file, t
     duplicated.write_text('{"_id": "a", "text": "the cat"}\n{"id": "a", "text": "the dog"}\n')
     with pytest.raises(UserError, match="the id 'a' appears twice"):
         encode_corpus(model, str(duplicated), str(tmp_path / "d"))
+
+
+def test_cli_encode_merges_the_lora_adapter_and_keeps_the_vectors(tiny_llama, corpus_file, tmp_path, monkeypatch):
+    """`d2llm encode` only encodes, so it folds LoRA into the weights (2x faster in bf16) without moving a vector."""
+    from d2llm_st.cli import main
+
+    monkeypatch.setenv("D2LLM_CPU_DTYPE", "float32")
+    torch.manual_seed(0)
+    model = D2LLM.from_llm(tiny_llama, lora_r=4, pma_heads=4, iem_hidden_dim=16, device="cpu")
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # a trained adapter: merged or not matters
+    path = str(tmp_path / "student")
+    model.save_pretrained(path)
+    merged: list[bool] = []
+    original = D2LLM.merge_lora
+    monkeypatch.setattr(D2LLM, "merge_lora", lambda self: merged.append(True) or original(self))
+    assert main(["encode", "--model", path, "--corpus", corpus_file, "--output", str(tmp_path / "e")]) == 0
+    assert merged == [True]
+    stored = load_corpus_embeddings(str(tmp_path / "e"))
+    from d2llm_st.data.readers import passage_text
+
+    with open(corpus_file, encoding="utf-8") as f:
+        texts = {row["_id"]: passage_text(row) for row in map(json.loads, f)}
+    expected = D2LLM(path, device="cpu").encode_texts([texts[i] for i in stored.ids], "passage")
+    np.testing.assert_allclose(stored.embeddings, np.asarray(expected), atol=1e-4)
