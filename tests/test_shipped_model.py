@@ -32,18 +32,13 @@ def folder() -> str:
     return resolve_model_path(BUNDLED_D2LLM)
 
 
-def test_the_shipped_folder_is_small_references_its_base_by_name_and_holds_no_machine_path(folder):
+def test_the_shipped_folder_is_small_and_references_its_base_by_name(folder):
+    """(tests/test_st_verbs.py checks its files for machine paths with the rest of the package.)"""
     files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
     assert sum(os.path.getsize(path) for path in files) <= 25 * 2**20
     assert not os.path.exists(os.path.join(folder, "config.json"))  # the base LLM's weights are not copied
     with open(os.path.join(folder, "d2llm_backbone_config.json"), encoding="utf-8") as f:
         assert json.load(f)["base_model_name_or_path"] == BUNDLED_SMOLLM2
-    for path in files:
-        if path.endswith((".json", ".md")):
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-            for marker in ("/root/", "/home/", "/work/", "/tmp/", "C:\\"):
-                assert marker not in text, f"{path} names a path of the training machine ({marker})"
 
 
 def test_it_loads_by_name_and_scores_as_measured_in_float32():
