@@ -72,8 +72,13 @@ def _spans(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> tuple[l
 
 
 def _keep_tokens(text: str, offsets: Sequence[tuple[int, int]], n: int) -> str:
-    """The first ``n`` tokens of ``text`` (at least one), cut at a token boundary."""
-    return text if n >= len(offsets) else text[: offsets[max(n, 1) - 1][1]]
+    """The first ``n`` tokens of ``text`` (at least one), cut at a token boundary. A character spelled with several
+    byte-level tokens (e.g. "∼") gives them one shared span: it goes whole once any of its tokens is dropped, so a
+    cut always shortens the text."""
+    if n >= len(offsets):
+        return text
+    n = max(n, 1)
+    return text[: min(offsets[n - 1][1], offsets[n][0])]
 
 
 class LLMTeacher(Teacher):
@@ -200,22 +205,13 @@ class LLMTeacher(Teacher):
             if excess <= 0:
                 break
             truncated = True
-            a, b = self._cut_at_least(a, b, excess)
+            a, b = self._cut(a, b, excess)
         positions_a, offsets_a = _spans(encoding["offset_mapping"], rendered.span_a)
         positions_b, offsets_b = _spans(encoding["offset_mapping"], rendered.span_b)
         yes_id, no_id = self._answer_ids[template]
         return EncodedPair(
             list(encoding["input_ids"]), yes_id, no_id, positions_a, positions_b, offsets_a, offsets_b, truncated
         )
-
-    def _cut_at_least(self, a: str, b: str, excess: int) -> tuple[str, str]:
-        """:meth:`_cut`, deeper until the texts get shorter: a character split over several byte-level tokens
-        (e.g. "∼") shares one character span, so cutting some of its tokens by characters removes none."""
-        while True:
-            cut = self._cut(a, b, excess)
-            if cut != (a, b):
-                return cut
-            excess += 1
 
     def _cut(self, a: str, b: str, excess: int) -> tuple[str, str]:
         """Drop ``excess`` tokens from the texts: from the passage while it is the longer one, then from both."""
