@@ -58,8 +58,6 @@ def resolve_model(
     loaded = next((m for (name, on), m in _LOADED.items() if name == key[0] and device in (None, on)), None)
     if loaded is None:
         logger.info(f"Loading D2LLM from {key[0]}")
-        loaded = D2LLM(key[0], device=device)
-        if loaded.backbone.has_lora:
-            loaded.merge_lora()
+        loaded = D2LLM.for_inference(key[0], device=device)
         _LOADED[key] = loaded
     return loaded, key[0]

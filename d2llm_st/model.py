@@ -445,6 +445,19 @@ class D2LLM(SentenceTransformer):
             return input(self)
         return super().forward(input, **kwargs)
 
+    @classmethod
+    def for_inference(cls, model_name_or_path: str, **kwargs: Any) -> D2LLM:
+        """Load a saved D2LLM to encode and score only, its LoRA adapter (if any) folded into the base weights.
+
+        An unmerged adapter doubles a bf16 forward on the CPU (docs/cpu.md). The merged model no longer trains
+        its LoRA and would save the full base weights: load with ``D2LLM(path)`` to train or re-save.
+        ``kwargs`` go to ``D2LLM(model_name_or_path, **kwargs)`` (``device``, ...).
+        """
+        model = cls(model_name_or_path, **kwargs)
+        if model.backbone.has_lora:
+            model.merge_lora()
+        return model
+
     def merge_lora(self) -> None:
         """Fold the LoRA adapter into the backbone weights (see :meth:`LLMBackbone.merge_lora`)."""
         self.backbone.merge_lora()

@@ -89,6 +89,17 @@ def test_merge_lora_keeps_embeddings(tiny_llama, tmp_path):
     torch.testing.assert_close(reloaded.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("lora_r", [4, None])
+def test_for_inference_loads_merged_with_the_same_embeddings(tiny_llama, tmp_path, lora_r):
+    model = build(tiny_llama, lora_r=lora_r, model_kwargs={"dtype": torch.float32})
+    train_a_little(model)  # a trained adapter: merged or not matters
+    model.save_pretrained(str(tmp_path))
+    before = model.encode(TEXTS, convert_to_tensor=True)
+    served = D2LLM.for_inference(str(tmp_path), device="cpu", model_kwargs={"dtype": torch.float32})
+    assert not served.backbone.has_lora
+    torch.testing.assert_close(served.encode(TEXTS, convert_to_tensor=True), before, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_embedding_ignores_padding(tiny_llm, padding_side):
     # float32: bf16 matrix kernels round differently for different padded shapes

@@ -68,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
             "the IEM column is for illustration only."
         )
     else:
-        model = D2LLM(path)  # refuses anything but a D2LLM, naming what it is
-        if model.backbone.has_lora:
-            model.merge_lora()  # the demo only scores: an unmerged adapter doubles a CPU forward (docs/cpu.md)
+        model = D2LLM.for_inference(path)  # refuses anything but a D2LLM, naming what it is
         logger.info(f"Loaded D2LLM student from {args.model}")
     passages = args.passages or PASSAGES
     query_embedding = model.encode_texts([args.query], "query", show_progress_bar=False)[0]

@@ -60,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from d2llm_st.corpus import encode_corpus
     from d2llm_st.model import D2LLM
 
-    model = D2LLM(model_path, device=dist.device if dist.is_distributed else None)
-    if model.backbone.has_lora:
-        model.merge_lora()  # encoding only: an unmerged adapter halves bf16 CPU throughput (docs/benchmarks.md)
+    model = D2LLM.for_inference(model_path, device=dist.device if dist.is_distributed else None)
     manifest = encode_corpus(
         model,
         args.corpus,

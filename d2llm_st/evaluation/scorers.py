@@ -236,9 +236,7 @@ def load_scorer(
     if model_type == "d2llm":
         from d2llm_st.model import D2LLM
 
-        model = D2LLM(path, device=device)
-        if model.backbone.has_lora:
-            model.merge_lora()
+        model = D2LLM.for_inference(path, device=device)
     elif model_type == "bi-encoder":
         from sentence_transformers import SentenceTransformer
 
