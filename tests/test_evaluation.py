@@ -324,6 +324,24 @@ def test_detect_model_type(student, cross_encoder, tiny_llama, minilm, tmp_path)
         as_scorer(SentenceTransformer(str(tmp_path / "student"), device="cpu"))
 
 
+def test_load_scorer_merges_the_lora_of_an_llm_bi_encoder(tiny_llama, tmp_path, monkeypatch):
+    from d2llm_st.evaluation import load_scorer
+    from d2llm_st.training import StudentConfig, build_baseline
+
+    monkeypatch.setenv("D2LLM_CPU_DTYPE", "float32")  # an exact merge (bf16 rounds it)
+    baseline = build_baseline(StudentConfig(model_name_or_path=tiny_llama, lora_r=4))
+    with torch.no_grad():
+        for name, param in baseline[0].named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # a trained adapter: merged or not matters
+    baseline.save_pretrained(str(tmp_path))
+    texts = [a for a, _ in PAIRS]
+    expected = baseline.encode(texts, convert_to_tensor=True)
+    scorer = load_scorer(str(tmp_path), device="cpu")
+    assert not scorer.model[0].has_lora
+    torch.testing.assert_close(scorer.model.encode(texts, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
+
+
 def test_subsample_is_fixed_and_keeps_order():
     items = list(range(100))
     first, second = subsample(items, 10, what="items"), subsample(items, 10, what="items")

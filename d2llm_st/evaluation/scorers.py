@@ -224,8 +224,10 @@ def load_scorer(
 ) -> Scorer:
     """Load a model from a folder (or hub id, with an explicit ``model_type``) as a :class:`Scorer`.
 
-    A D2LLM loaded here only scores, so its LoRA adapter is merged into the weights (an unmerged adapter doubles
-    a CPU forward pass; the scores differ by floating-point rounding only, see docs/cpu.md).
+    A model loaded here only scores, so the LoRA adapter of a D2LLM, or of a bi-encoder built on
+    :class:`~d2llm_st.modules.LLMBackbone` (the MNRL baseline of ``d2llm distill --mode baseline``), is merged into
+    the weights: an unmerged adapter doubles a CPU forward pass, and the scores differ by floating-point rounding
+    only (docs/cpu.md).
     """
     path = resolve_model_path(path, "model")
     if model_type == "auto":
@@ -240,7 +242,12 @@ def load_scorer(
     elif model_type == "bi-encoder":
         from sentence_transformers import SentenceTransformer
 
+        from d2llm_st.modules import LLMBackbone
+
         model = SentenceTransformer(path, device=device)
+        for module in model:
+            if isinstance(module, LLMBackbone) and module.has_lora:
+                module.merge_lora()
     elif model_type == "cross-encoder":
         from sentence_transformers import CrossEncoder
 
