@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from d2llm_st.model import D2LLM
+from d2llm_st.modules.backbone import merge_lora_adapters
 from d2llm_st.tasks import Task, check_task, prompt_name, task_roles
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,8 @@ class FastReranker:
         merge_lora: bool = True,
     ) -> None:
         self.model = model.eval()
-        if merge_lora and model.backbone.has_lora:
-            logger.info("FastReranker: merging the model's LoRA adapter into its weights (merge_lora=False keeps it).")
-            model.merge_lora()
+        if merge_lora and merge_lora_adapters(model):
+            logger.info("FastReranker: merged the model's LoRA adapter into its weights (merge_lora=False keeps it).")
         self.task = check_task(task)
         self.device = next(model.parameters()).device
         if cuda_graphs is None:

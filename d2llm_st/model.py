@@ -22,7 +22,7 @@ from d2llm_st.model_card import D2LLMModelCardData
 from d2llm_st.model_folders import D2LLM_MODULES, inspect_folder
 from d2llm_st.model_paths import resolve_model_path
 from d2llm_st.modules import IEM, MODULE_CLASSES, LLMBackbone, PMAPooling
-from d2llm_st.modules.backbone import check_texts
+from d2llm_st.modules.backbone import check_texts, merge_lora_adapters
 from d2llm_st.modules.base import check_count, check_number
 from d2llm_st.modules.pma import ATTENTION_SCALES
 from d2llm_st.runtime import backbone_dtype, quiet_deliberate_bf16_warning
@@ -454,8 +454,7 @@ class D2LLM(SentenceTransformer):
         ``kwargs`` go to ``D2LLM(model_name_or_path, **kwargs)`` (``device``, ...).
         """
         model = cls(model_name_or_path, **kwargs)
-        if model.backbone.has_lora:
-            model.merge_lora()
+        merge_lora_adapters(model)
         return model
 
     def merge_lora(self) -> None:

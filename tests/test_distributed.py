@@ -604,8 +604,10 @@ def test_cli_encode_merges_the_lora_adapter_and_keeps_the_vectors(tiny_llama, co
     path = str(tmp_path / "student")
     model.save_pretrained(path)
     merged: list[bool] = []
-    original = D2LLM.merge_lora
-    monkeypatch.setattr(D2LLM, "merge_lora", lambda self: merged.append(True) or original(self))
+    from d2llm_st.modules import LLMBackbone
+
+    original = LLMBackbone.merge_lora
+    monkeypatch.setattr(LLMBackbone, "merge_lora", lambda self: merged.append(True) or original(self))
     assert main(["encode", "--model", path, "--corpus", corpus_file, "--output", str(tmp_path / "e")]) == 0
     assert merged == [True]
     stored = load_corpus_embeddings(str(tmp_path / "e"))

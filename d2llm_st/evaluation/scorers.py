@@ -242,12 +242,10 @@ def load_scorer(
     elif model_type == "bi-encoder":
         from sentence_transformers import SentenceTransformer
 
-        from d2llm_st.modules import LLMBackbone
+        from d2llm_st.modules.backbone import merge_lora_adapters
 
         model = SentenceTransformer(path, device=device)
-        for module in model:
-            if isinstance(module, LLMBackbone) and module.has_lora:
-                module.merge_lora()
+        merge_lora_adapters(model)
     elif model_type == "cross-encoder":
         from sentence_transformers import CrossEncoder
 

@@ -369,3 +369,13 @@ class LLMBackbone(InputModule):
 
     def __repr__(self) -> str:
         return f"LLMBackbone({self.get_config_dict()}, architecture: {type(self.base_model).__name__})"
+
+
+def merge_lora_adapters(model: Iterable[torch.nn.Module]) -> bool:
+    """Fold the LoRA adapter of each :class:`LLMBackbone` among a model's modules (a D2LLM, or the MNRL baseline's
+    mean-pooled LLM) into its base weights, for a model that only encodes: an unmerged adapter doubles a bf16
+    forward on the CPU (docs/cpu.md). Returns whether any adapter was merged."""
+    backbones = [m for m in model if isinstance(m, LLMBackbone) and m.has_lora]
+    for backbone in backbones:
+        backbone.merge_lora()
+    return bool(backbones)
